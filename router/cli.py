@@ -1,0 +1,115 @@
+"""`slm-router`: serve the gateway and the tools ops use around it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from router.config import PolicyLoadError
+from router.policy_file import default_policy_path, load_policy
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from router.runtime import apply_airgap_env
+
+    apply_airgap_env()
+    config = load_policy(args.policy)
+    from router.server import run_gateway
+
+    return run_gateway(config, host=args.host, port=args.port, wait=_wait_for_signal)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def _serve_config(args: argparse.Namespace) -> int:
+    from router.server import serve_config_yaml
+
+    config = load_policy(args.policy)
+    print(serve_config_yaml(config, host=args.host, port=args.port), end="")
+    return 0
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the gateway (local Ray, or RAY_ADDRESS to join)")
+    p.add_argument("--policy", type=Path, default=default_policy_path())
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("serve-config", help="print a Ray Serve config for `serve deploy`")
+    p.add_argument("--policy", type=Path, default=default_policy_path())
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve_config)
+
+
+def _mount(sub: Any, name: str, help_text: str, add: Callable[[Any], None]) -> None:
+    p = sub.add_parser(name, help=help_text)
+    add(p.add_subparsers(dest=f"{name}_command", required=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slm-router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    for name, help_text, module in (
+        ("classifier", "train, evaluate and run routing classifiers", "classifiers.cli"),
+        ("experts", "tune LoRA adapters, upcycle MoE generalists", "experts.cli"),
+        ("policy", "validate, explain, simulate and apply routing policies", "router.policy_cli"),
+    ):
+        add = _optional_subcommands(module)
+        if add is not None:
+            _mount(sub, name, help_text, add)
+    return parser
+
+
+def _optional_subcommands(module: str) -> Callable[[Any], None] | None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    add: Callable[[Any], None] = mod.add_subcommands
+    return add
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PolicyLoadError as exc:
+        print("\n".join(exc.issues), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _json_default(o: Any) -> Any:
+    return str(o)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,167 @@
+"""The ingress's request handling, between HTTP and the RouterService. No Ray imports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from experts.base import ModelInfo, StreamChunk
+from router.errors import envelope
+from router.openai_types import (
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    new_id,
+    usage_chunk_body,
+)
+from router.service import OpenStream, Routed, RouterService, translate
+
+log = logging.getLogger("slm_router")
+
+
+class Describable(Protocol):
+    async def describe(self) -> ModelInfo: ...
+
+    async def health(self) -> bool: ...
+
+
+def _header_safe(text: str, limit: int = 300) -> str:
+    """Header values must be latin-1 and single-line."""
+    text = " ".join(text.split())[:limit]
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def routing_headers(routed: Routed, expert: str, request_id: str) -> dict[str, str]:
+    return {
+        "x-slm-router-expert": _header_safe(expert),
+        "x-slm-router-domain": _header_safe(routed.plan.domain),
+        "x-slm-router-reason": _header_safe(routed.plan.reason),
+        "x-request-id": request_id,
+    }
+
+
+def sse(obj: Mapping[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+@dataclass
+class ChatResult:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+
+
+class Gateway:
+    def __init__(self, service: RouterService, experts: Mapping[str, Describable]) -> None:
+        self.service = service
+        self.experts = experts
+        self._infos: dict[str, ModelInfo] = {}
+        self.started = time.time()
+
+    @property
+    def config(self) -> Any:
+        return self.service.config
+
+    # ---- chat ----------------------------------------------------------------------------
+    async def chat(self, req: ChatCompletionRequest) -> ChatResult:
+        request_id = uuid.uuid4().hex
+        routed = await self.service.route(req, request_id)
+        if req.stream:
+            opened = await self.service.open_stream(req, routed.plan)
+            headers = routing_headers(routed, opened.expert, request_id)
+            return ChatResult(200, headers, stream=self._sse(req, opened))
+        expert, completion, _ = await self.service.complete(req, routed.plan)
+        body = completion_body(new_id(), expert, completion)
+        return ChatResult(200, routing_headers(routed, expert, request_id), body=body)
+
+    async def _sse(self, req: ChatCompletionRequest, opened: OpenStream) -> AsyncIterator[bytes]:
+        rid, created, model = new_id(), int(time.time()), opened.expert
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        yield sse(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
+        last: StreamChunk = opened.first
+        try:
+            chunk: StreamChunk | None = opened.first
+            while chunk is not None:
+                last = chunk
+                if chunk.text:
+                    yield sse(chunk_body(rid, model, created, {"content": chunk.text}))
+                if chunk.finish_reason is not None:
+                    break
+                chunk = await anext(opened.rest, None)
+        except Exception as exc:  # after the first token the only honest move is an error event
+            _, body, _ = envelope(translate(exc, model))
+            log.warning("stream from %s failed mid-way: %s", model, body["error"]["message"])
+            yield sse(body)
+            yield sse("[DONE]")
+            return
+        yield sse(chunk_body(rid, model, created, {}, last.finish_reason or "stop"))
+        if include_usage:
+            yield sse(
+                usage_chunk_body(
+                    rid, model, created, last.prompt_tokens or 0, last.completion_tokens or 0
+                )
+            )
+        yield sse("[DONE]")
+
+    # ---- dry run, models, health ---------------------------------------------------------
+    async def route(self, req: ChatCompletionRequest) -> dict[str, Any]:
+        routed = await self.service.route(req, uuid.uuid4().hex)
+        plan = routed.plan
+        return {
+            "object": "route",
+            "classification": routed.classification.to_dict(),
+            "plan": {
+                "expert": plan.expert,
+                "fallbacks": list(plan.fallbacks),
+                "domain": plan.domain,
+                "reason": plan.reason,
+                "rules": list(plan.trace),
+                "shadow": plan.shadow,
+            },
+        }
+
+    async def _info(self, name: str) -> ModelInfo | None:
+        if name not in self._infos:
+            try:
+                self._infos[name] = await asyncio.wait_for(self.experts[name].describe(), 10)
+            except Exception:  # an expert still starting: list it without metadata
+                return None
+        return self._infos[name]
+
+    async def models(self) -> dict[str, Any]:
+        created = int(self.started)
+        data: list[dict[str, Any]] = [
+            {
+                "id": "auto",
+                "object": "model",
+                "created": created,
+                "owned_by": "slm-router",
+                "metadata": {"routed": True, "experts": sorted(self.config.experts)},
+            }
+        ]
+        infos = await asyncio.gather(*(self._info(n) for n in self.config.experts))
+        for (name, spec), info in zip(self.config.experts.items(), infos, strict=True):
+            meta: dict[str, Any] = {"backend": spec.backend, "description": spec.description}
+            if info is not None:
+                meta.update(model=info.model, context_window=info.context_window, **info.metadata)
+            data.append({"id": name, "object": "model", "created": created, "owned_by": "slm-router", "metadata": meta})
+        return {"object": "list", "data": data}
+
+    async def ready(self) -> dict[str, bool]:
+        async def one(name: str) -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.experts[name].health(), 5))
+            except Exception:
+                return False
+
+        names = list(self.config.experts)
+        results = await asyncio.gather(*(one(n) for n in names))
+        return dict(zip(names, results, strict=True))

@@ -1,0 +1,149 @@
+"""Thin HTTP routes over the Gateway; every error leaves in OpenAI's envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.errors import APIError, InvalidRequest, PayloadTooLarge, envelope
+from router.gateway import Gateway
+from router.openai_types import ChatCompletionRequest
+
+log = logging.getLogger("slm_router")
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status, body, headers = envelope(exc)
+    if status >= 500 and not hasattr(exc, "status_code"):
+        log.error("unhandled error", exc_info=exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str:
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("request body is not valid JSON", code="invalid_json")
+    param = _param(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing":
+        msg = "field required"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return InvalidRequest(f"{param or 'body'}: {msg}{more}", param=param or None)
+
+
+class BodyLimit:
+    """Reject oversized bodies before they are buffered (header check, then a byte count)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(self._too_large())(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise self._too_large()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+
+
+def create_api(gw: Gateway) -> FastAPI:
+    cfg = gw.config
+    app = FastAPI(title="slm-router", version="0.1.0", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=cfg.gateway.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        etype = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = {"error": {"message": str(exc.detail), "type": etype, "param": None, "code": None}}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(APIError)
+    async def _api(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _any(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatCompletionRequest) -> Response:
+        if len(body.messages) > cfg.gateway.max_messages:
+            raise InvalidRequest(f"at most {cfg.gateway.max_messages} messages", param="messages")
+        try:
+            _check_text(body)
+            result = await gw.chat(body)
+        except Exception as exc:  # routed to the envelope here, not re-raised into the server log
+            return error_response(exc)
+        if result.stream is not None:
+            headers = {**result.headers, "cache-control": "no-cache"}
+            return StreamingResponse(result.stream, media_type="text/event-stream", headers=headers)
+        return JSONResponse(result.body, headers=result.headers)
+
+    @app.post("/v1/route", response_model=None)
+    async def route(body: ChatCompletionRequest) -> Response:
+        try:
+            _check_text(body)
+            return JSONResponse(await gw.route(body))
+        except Exception as exc:
+            return error_response(exc)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return await gw.models()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        experts = await gw.ready()
+        ok = all(experts.values())
+        return JSONResponse({"ready": ok, "experts": experts}, status_code=200 if ok else 503)
+
+    return app
+
+
+def _check_text(body: ChatCompletionRequest) -> None:
+    for i, m in enumerate(body.messages):
+        try:
+            m.text()
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param=f"messages[{i}].content") from None
+    if not any(m.role == "user" and m.text().strip() for m in body.messages):
+        raise InvalidRequest("messages need at least one non-empty user message", param="messages")

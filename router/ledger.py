@@ -1,0 +1,413 @@
+"""The spend ledger in Redis: one record per request plus per-day aggregates, written exactly once.
+
+Layout (prefix `slm` by default):
+  {p}:req:{request_id}      hash, the record; its existence is the idempotency guard (TTL =
+                            retention, so a replay older than the retention would count again)
+  {p}:agg:{day}             hash, field "team\x1fexpert\x1fdomain\x1fmetric" -> integer sum
+  {p}:days                  zset of days with data (score yyyymmdd)
+  {p}:top:{day}             zset request_id -> cost_nano, capped (most expensive requests)
+  {p}:lat:{day}:{expert}    list of latency samples in ms, newest first, capped
+  {p}:latx:{day}            set of experts with latency samples that day
+
+One Lua script checks the guard and applies every write, so a record is counted entirely or not
+at all, and a retried or replayed record never counts twice.
+
+`record()` never raises and returns at once: the write runs as a task with a short timeout, and a
+failed write appends the record to a local JSONL spool that a background loop replays when Redis
+answers again. A process should use its own spool file (replicas are separate processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from router.ledger_types import (
+    DIMENSIONS,
+    METRICS,
+    CostRecord,
+    TotalsRow,
+    day_score,
+)
+from router.redis_server import make_client
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+SEP = "\x1f"
+DEFAULT_RETENTION_S = 400 * 24 * 3600
+REPLAY_BATCH = 200
+
+_WRITE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[1])
+local cell = ARGV[2]
+local top_cap = tonumber(ARGV[5])
+local lat_cap = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local t = 8 + 2 * n
+local request_id, cost, latency, expert = ARGV[t], ARGV[t + 1], ARGV[t + 2], ARGV[t + 3]
+redis.call('HSET', KEYS[1], unpack(ARGV, t + 4))
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 0, n - 1 do
+  local v = tonumber(ARGV[9 + 2 * i])
+  if v ~= 0 then redis.call('HINCRBY', KEYS[2], cell .. ARGV[8 + 2 * i], v) end
+end
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), ARGV[4])
+redis.call('ZADD', KEYS[4], tonumber(cost), request_id)
+if redis.call('ZCARD', KEYS[4]) > top_cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(top_cap + 1))
+end
+redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('LPUSH', KEYS[5], latency)
+redis.call('LTRIM', KEYS[5], 0, lat_cap - 1)
+redis.call('EXPIRE', KEYS[5], ttl)
+redis.call('SADD', KEYS[6], expert)
+redis.call('EXPIRE', KEYS[6], ttl)
+return 1
+"""
+
+
+def _clean(name: str) -> str:
+    # The separator must never occur inside a name, or a cell would split wrongly.
+    return (name or "unknown").replace(SEP, "_")
+
+
+class Ledger:
+    """Async ledger client. `await start()` for the spool replay loop, `await aclose()` at the end."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        spool_path: str | Path,
+        *,
+        prefix: str = "slm",
+        retention_s: int = DEFAULT_RETENTION_S,
+        write_timeout_s: float = 1.0,
+        top_cap: int = 500,
+        latency_cap: int = 2000,
+        replay_interval_s: float = 5.0,
+        max_pending: int = 10_000,
+        client: Redis | None = None,
+    ) -> None:
+        self.redis: Redis = client or make_client(redis_url)
+        self.spool_path = Path(spool_path)
+        self.prefix = prefix
+        self.retention_s = retention_s
+        self.write_timeout_s = write_timeout_s
+        self.top_cap = top_cap
+        self.latency_cap = latency_cap
+        self.replay_interval_s = replay_interval_s
+        self.max_pending = max_pending
+        self.spooled = 0
+        self.replayed = 0
+        self._script = self.redis.register_script(_WRITE_LUA)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._spool_lock = threading.Lock()
+        self._replay_lock = asyncio.Lock()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+
+    # ---- writing -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._replay_loop(), name="ledger-replay")
+
+    async def record(self, rec: CostRecord) -> None:
+        """Schedule the write and return at once; never raises."""
+        try:
+            if len(self._pending) >= self.max_pending:
+                self._spool([rec])
+                return
+            task = asyncio.create_task(self._write_or_spool(rec))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        except Exception:  # the answer must go out even if the ledger is broken
+            log.exception("ledger: could not schedule a write")
+
+    async def write(self, rec: CostRecord) -> bool:
+        """Write now and wait (raises on Redis errors). True if new, False if already counted."""
+        return bool(await self._script(keys=self._keys(rec), args=self._args(rec)))
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for scheduled writes (each ends in Redis or in the spool)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout_s)
+
+    async def _write_or_spool(self, rec: CostRecord) -> None:
+        if time.monotonic() < self._down_until:
+            self._spool([rec])
+            return
+        try:
+            await asyncio.wait_for(self.write(rec), self.write_timeout_s)
+        except Exception as exc:  # any failure: keep the record, replay later (idempotent)
+            self._down_until = time.monotonic() + min(1.0, self.replay_interval_s)
+            log.warning("ledger: Redis write failed (%s); spooling", type(exc).__name__)
+            self._spool([rec])
+
+    def _keys(self, rec: CostRecord) -> list[str]:
+        p, day = self.prefix, rec.day
+        return [
+            f"{p}:req:{rec.request_id}",
+            f"{p}:agg:{day}",
+            f"{p}:days",
+            f"{p}:top:{day}",
+            f"{p}:lat:{day}:{_clean(rec.expert)}",
+            f"{p}:latx:{day}",
+        ]
+
+    def _args(self, rec: CostRecord) -> list[Any]:
+        cell = SEP.join((_clean(rec.team), _clean(rec.expert), _clean(rec.domain), ""))
+        values = {
+            "requests": 1,
+            "errors": int(rec.is_error),
+            "input_tokens": rec.input_tokens,
+            "output_tokens": rec.output_tokens,
+            "cost_nano": rec.cost_nano,
+            "baseline_nano": rec.baseline_nano,
+            "latency_us": rec.latency_us,
+        }
+        metric_args: list[Any] = []
+        for name in METRICS:
+            metric_args += [name, values[name]]
+        flat: list[Any] = []
+        for k, v in rec.to_hash().items():
+            flat += [k, v]
+        tail = [rec.request_id, rec.cost_nano, f"{rec.latency_ms:.3f}", _clean(rec.expert)]
+        head = [
+            self.retention_s,
+            cell,
+            day_score(rec.day),
+            rec.day,
+            self.top_cap,
+            self.latency_cap,
+            len(METRICS),
+        ]
+        return head + metric_args + tail + flat
+
+    # ---- spool ---------------------------------------------------------------------------
+
+    def _spool(self, recs: Iterable[CostRecord]) -> None:
+        lines = "".join(r.to_json() + "\n" for r in recs)
+        if not lines:
+            return
+        try:
+            with self._spool_lock:
+                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+                with self.spool_path.open("a", encoding="utf-8") as f:
+                    f.write(lines)
+            self.spooled += lines.count("\n")
+        except OSError:
+            log.exception("ledger: spool write failed; %d record(s) lost", lines.count("\n"))
+
+    def _claim_spool(self) -> list[Path]:
+        """Move the live spool aside so new failures append to a fresh file meanwhile."""
+        with self._spool_lock:
+            if self.spool_path.exists():
+                target = self.spool_path.with_name(
+                    f"{self.spool_path.name}.replay-{os.getpid()}-{time.time_ns()}"
+                )
+                os.replace(self.spool_path, target)
+        return sorted(self.spool_path.parent.glob(f"{self.spool_path.name}.replay-*"))
+
+    def spool_pending(self) -> bool:
+        if self.spool_path.exists():
+            return True
+        parent = self.spool_path.parent
+        return parent.exists() and any(parent.glob(f"{self.spool_path.name}.replay-*"))
+
+    async def flush_spool(self) -> int:
+        """Replay spooled records; returns how many were newly counted. Never raises."""
+        async with self._replay_lock:
+            counted = 0
+            for path in self._claim_spool():
+                try:
+                    n = await self._replay_file(path)
+                except Exception as exc:
+                    log.warning("ledger: replay of %s stopped (%s)", path, type(exc).__name__)
+                    break
+                counted += n
+            self.replayed += counted
+            if counted:
+                self._down_until = 0.0
+            return counted
+
+    async def _replay_file(self, path: Path) -> int:
+        recs = _read_spool(path)
+        counted = 0
+        for start in range(0, len(recs), REPLAY_BATCH):
+            batch = recs[start : start + REPLAY_BATCH]
+            try:
+                counted += await self._write_batch(batch)
+            except Exception:
+                # Keep what is left (this batch may be half-applied: replay is idempotent).
+                self._spool(recs[start:])
+                path.unlink(missing_ok=True)
+                raise
+        path.unlink(missing_ok=True)
+        return counted
+
+    async def _write_batch(self, batch: Sequence[CostRecord]) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rec in batch:
+                await self._script(keys=self._keys(rec), args=self._args(rec), client=pipe)
+            results = await asyncio.wait_for(pipe.execute(), self.write_timeout_s * 5)
+        return sum(int(r) for r in results)
+
+    async def _replay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.replay_interval_s)
+            if self.spool_pending():
+                await self.flush_spool()
+
+    async def aclose(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        await self.drain()
+        if self.spool_pending():
+            await self.flush_spool()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    # ---- queries -------------------------------------------------------------------------
+
+    async def days(self, from_date: date | None = None, to_date: date | None = None) -> list[str]:
+        lo = day_score(from_date) if from_date else "-inf"
+        hi = day_score(to_date) if to_date else "+inf"
+        return list(await self.redis.zrangebyscore(f"{self.prefix}:days", lo, hi))
+
+    async def totals(
+        self,
+        group_by: str | Sequence[str] = "team",
+        from_date: date | None = None,
+        to_date: date | None = None,
+        team: str | None = None,
+    ) -> list[TotalsRow]:
+        """Sums per group over [from_date, to_date] (UTC days, inclusive), sorted by group.
+
+        `group_by` is one of day|team|expert|domain, or several ("day,team") for a cross table.
+        """
+        dims = _parse_dims(group_by)
+        days = await self.days(from_date, to_date)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(f"{self.prefix}:agg:{day}")
+            hashes = await pipe.execute()
+        sums: dict[tuple[str, ...], dict[str, int]] = {}
+        for day, h in zip(days, hashes, strict=True):
+            for field, value in h.items():
+                t, e, d, metric = field.split(SEP)
+                if team is not None and t != team:
+                    continue
+                cell = {"day": day, "team": t, "expert": e, "domain": d}
+                group = tuple(cell[x] for x in dims)
+                row = sums.setdefault(group, dict.fromkeys(METRICS, 0))
+                row[metric] = row.get(metric, 0) + int(value)
+        return [TotalsRow(group=g, dims=dims, **m) for g, m in sorted(sums.items())]
+
+    async def get(self, request_id: str) -> CostRecord | None:
+        h = await self.redis.hgetall(f"{self.prefix}:req:{request_id}")
+        return CostRecord.from_mapping(h) if h else None
+
+    async def top_requests(
+        self,
+        n: int = 10,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        team: str | None = None,
+    ) -> list[CostRecord]:
+        """The n most expensive requests in the range (among the `top_cap` kept per day)."""
+        days = await self.days(from_date, to_date)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.zrevrange(f"{self.prefix}:top:{day}", 0, -1, withscores=True)
+            ranked = [m for per_day in await pipe.execute() for m in per_day]
+        ranked.sort(key=lambda m: (-m[1], m[0]))
+        out: list[CostRecord] = []
+        for start in range(0, len(ranked), max(n, 50)):
+            ids = [rid for rid, _ in ranked[start : start + max(n, 50)]]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for rid in ids:
+                    pipe.hgetall(f"{self.prefix}:req:{rid}")
+                hashes = await pipe.execute()
+            for h in hashes:
+                if h and (team is None or h.get("team") == team):
+                    out.append(CostRecord.from_mapping(h))
+                    if len(out) >= n:
+                        return out
+        return out
+
+    async def latency_percentiles(
+        self,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        percentiles: Sequence[float] = (50, 95),
+    ) -> dict[str, dict[str, float]]:
+        """{expert: {"p50": ms, "p95": ms, "samples": n}} over the capped samples kept per day."""
+        days = await self.days(from_date, to_date)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.smembers(f"{self.prefix}:latx:{day}")
+            experts_per_day = await pipe.execute()
+        pairs = [(d, e) for d, es in zip(days, experts_per_day, strict=True) for e in es]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day, expert in pairs:
+                pipe.lrange(f"{self.prefix}:lat:{day}:{expert}", 0, -1)
+            lists = await pipe.execute()
+        samples: dict[str, list[float]] = {}
+        for (_, expert), values in zip(pairs, lists, strict=True):
+            samples.setdefault(expert, []).extend(float(v) for v in values)
+        return {e: _percentiles(v, percentiles) for e, v in sorted(samples.items())}
+
+
+def _parse_dims(group_by: str | Sequence[str]) -> tuple[str, ...]:
+    parts = group_by.split(",") if isinstance(group_by, str) else list(group_by)
+    dims = tuple(p.strip() for p in parts if p.strip())
+    bad = [d for d in dims if d not in DIMENSIONS]
+    if not dims or bad:
+        raise ValueError(f"group_by must be among {', '.join(DIMENSIONS)}; got {group_by!r}")
+    return dims
+
+
+def _percentiles(values: list[float], percentiles: Sequence[float]) -> dict[str, float]:
+    """Nearest-rank percentiles: every figure is a latency that was actually observed."""
+    ordered = sorted(values)
+    out: dict[str, float] = {"samples": float(len(ordered))}
+    for p in percentiles:
+        if not ordered:
+            out[f"p{p:g}"] = 0.0
+            continue
+        rank = max(1, -(-len(ordered) * p // 100))
+        out[f"p{p:g}"] = ordered[int(min(rank, len(ordered))) - 1]
+    return out
+
+
+def _read_spool(path: Path) -> list[CostRecord]:
+    recs: list[CostRecord] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return recs
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            recs.append(CostRecord.from_json(line))
+        except (ValueError, TypeError, KeyError):
+            # A torn last line after a crash; the rest is still good.
+            log.warning("ledger: skipping unreadable spool line %d in %s", i + 1, path)
+    return recs

@@ -1,0 +1,208 @@
+"""An embedded `redis-server` for laptops and tests, and the one way we build Redis clients.
+
+When REDIS_URL is unset the gateway starts Debian's `redis-server` on a free loopback port with
+append-only persistence under the user's data dir, so the ledger survives restarts without any
+set-up. The process is ours: we stop it on shutdown (SHUTDOWN, then SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+DEFAULT_BINARY = "redis-server"
+
+
+class RedisServerError(RuntimeError):
+    """The embedded redis-server could not be started."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "slm-router" / "redis"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    # The port can in theory be taken between this and redis binding it; start() retries.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    """A raw RESP PING so that readiness needs no client library or event loop."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as s:
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _send(host: str, port: int, *words: str, timeout_s: float = 2.0) -> bytes:
+    payload = f"*{len(words)}\r\n".encode() + b"".join(
+        f"${len(w.encode())}\r\n".encode() + w.encode() + b"\r\n" for w in words
+    )
+    with socket.create_connection((host, port), timeout=timeout_s) as s:
+        s.sendall(payload)
+        try:
+            return s.recv(256)
+        except OSError:
+            return b""  # SHUTDOWN closes the socket without replying
+
+
+class EmbeddedRedis:
+    """`with EmbeddedRedis(dir) as url:` or `.start() -> url` / `.stop()`."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        binary: str | None = None,
+        appendonly: bool = True,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.host = host
+        self.port = port
+        self.binary = binary or shutil.which(DEFAULT_BINARY) or "/usr/bin/redis-server"
+        self.appendonly = appendonly
+        self.start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RedisServerError("not started")
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _argv(self, port: int) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(port),
+            "--bind", self.host,
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+
+    def start(self) -> str:
+        if self.running:
+            return self.url
+        if not Path(self.binary).exists():
+            raise RedisServerError(
+                f"{self.binary} not found: install Debian's redis-server "
+                "(scripts/setup.sh does) or set REDIS_URL"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fixed = self.port
+        last_error = ""
+        for _ in range(1 if fixed else 5):
+            port = fixed or free_port(self.host)
+            proc = subprocess.Popen(
+                self._argv(port),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            if self._wait_ready(proc, port):
+                self._proc, self.port = proc, port
+                return self.url
+            last_error = self._reap(proc)
+        raise RedisServerError(f"redis-server did not start: {last_error}")
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            if _ping(self.host, port):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> str:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=5)
+        log = self.data_dir / "redis.log"
+        tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+        return (err.decode(errors="replace") + tail).strip()[-500:]
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if self.port is not None:
+            with contextlib.suppress(OSError):
+                # SHUTDOWN fsyncs the AOF before exiting; plain SIGTERM does too, as a fallback.
+                _send(self.host, self.port, "SHUTDOWN")
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def make_client(
+    url: str,
+    *,
+    max_connections: int = 64,
+    socket_timeout_s: float = 2.0,
+    pool_timeout_s: float = 2.0,
+    **kwargs: Any,
+) -> Redis:
+    """An asyncio client on a BlockingConnectionPool.
+
+    redis-py's default pool raises "Too many connections" under bursts; a blocking pool makes a
+    burst wait for a free connection instead (up to `pool_timeout_s`).
+    """
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        decode_responses=True,
+        **kwargs,
+    )
+    return Redis(connection_pool=pool)

@@ -1,0 +1,64 @@
+"""Starting or joining Ray so that it touches loopback only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Offline and private by default: no usage stats, no cloud-metadata probes, no hub or cost-map
+# downloads. setdefault, so an operator can still opt in explicitly.
+AIRGAP_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_TELEMETRY": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+_BOOTSTRAP = "provider:\n  type: local\n"
+
+
+def apply_airgap_env() -> None:
+    for key, value in AIRGAP_ENV.items():
+        os.environ.setdefault(key, value)
+    # Without a local provider file Ray's cluster utilities probe the cloud metadata address.
+    bootstrap = Path.home() / "ray_bootstrap_config.yaml"
+    if not bootstrap.exists():
+        try:
+            bootstrap.write_text(_BOOTSTRAP)
+        except OSError:
+            pass
+
+
+def worker_env() -> dict[str, str]:
+    return {k: os.environ.get(k, v) for k, v in AIRGAP_ENV.items()}
+
+
+def start_ray(num_cpus: int | None = None) -> bool:
+    """Join RAY_ADDRESS when set, else start a local Ray on loopback. True if we started it."""
+    apply_airgap_env()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    runtime_env: dict[str, Any] = {"env_vars": worker_env()}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        return False
+    ray.init(
+        num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        runtime_env=runtime_env,
+        logging_level="WARNING",
+        log_to_driver=True,
+    )
+    return True

@@ -1,0 +1,98 @@
+"""Running the Serve application: locally for `slm-router serve`, or as a config for clusters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from router.app import APP_NAME, build_app
+from router.config import AppConfig
+from router.runtime import start_ray, worker_env
+
+log = logging.getLogger("slm_router")
+
+
+def _say(msg: str) -> None:
+    print(f"slm-router: {msg}", file=sys.stderr, flush=True)
+
+
+def start_gateway(config: AppConfig, host: str = "127.0.0.1", port: int = 8000) -> str:
+    """Start (or join) Ray and run the app; returns the base URL once every deployment is up."""
+    from ray import serve
+
+    t0 = time.monotonic()
+    start_ray()
+    _say(f"ray up in {time.monotonic() - t0:.1f}s; deploying (first start converts models)...")
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    _say(f"ready in {time.monotonic() - t0:.1f}s at {url}/v1  (OpenAI-compatible; model='auto')")
+    for name, spec in config.experts.items():
+        where = "own deployment" if spec.runs_in_own_deployment else "in ingress"
+        _say(f"  expert {name:<12} {spec.backend:<6} {spec.model or '-'} ({where})")
+    return url
+
+
+def stop_gateway() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def run_gateway(config: AppConfig, host: str, port: int, wait: Callable[[], None]) -> int:
+    try:
+        start_gateway(config, host, port)
+        _say("Ctrl-C to stop")
+        wait()
+        _say("shutting down...")
+    finally:
+        stop_gateway()
+    _say("stopped")
+    return 0
+
+
+def serve_config(config: AppConfig, host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
+    """A Ray Serve config file (`serve deploy`) running the same app, the policy embedded."""
+    from experts.deployment import deployment_options
+
+    deployments: list[dict[str, Any]] = []
+    for name, spec in config.experts.items():
+        if spec.runs_in_own_deployment:
+            opts = deployment_options(name, spec)
+            deployments.append({k: v for k, v in opts.items()})
+    deployments.append(
+        {
+            "name": "ingress",
+            "num_replicas": config.gateway.replicas,
+            "max_ongoing_requests": config.gateway.max_ongoing_requests,
+        }
+    )
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": host, "port": port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": "router.app:app_builder",
+                "args": {"policy_json": json.dumps(config.model_dump(mode="json"))},
+                "runtime_env": {"env_vars": worker_env()},
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def serve_config_yaml(config: AppConfig, host: str = "0.0.0.0", port: int = 8000) -> str:
+    return yaml.safe_dump(serve_config(config, host, port), sort_keys=False)

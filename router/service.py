@@ -1,0 +1,209 @@
+"""The gateway's core: classify, decide, run the plan's chain with fallback. No Ray here.
+
+Experts and the classifier are reached through two small protocols, so the same service runs
+in-process in tests (backends directly) and inside the Serve ingress (deployment handles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from classifiers.base import Classification
+from experts.base import Completion, GenerationParams, Message, StreamChunk
+from experts.errors import ExpertError, ExpertTimeout, ExpertUnavailable
+from policies.engine import decide
+from policies.types import ExpertStats, RequestContext, RoutePlan, Scores
+from router.config import AppConfig
+from router.errors import InvalidRequest, ModelNotFound
+from router.openai_types import ChatCompletionRequest
+
+log = logging.getLogger("slm_router")
+T = TypeVar("T")
+
+
+class ExpertCaller(Protocol):
+    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion: ...
+
+    def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]: ...
+
+
+class ClassifierCaller(Protocol):
+    async def classify(self, text: str) -> Classification: ...
+
+
+@dataclass(frozen=True)
+class Routed:
+    plan: RoutePlan
+    classification: Classification
+
+
+@dataclass
+class Attempt:
+    expert: str
+    error: str | None = None
+
+
+@dataclass
+class OpenStream:
+    """A stream whose first chunk has arrived: the expert is settled, headers can be sent."""
+
+    expert: str
+    first: StreamChunk
+    rest: AsyncIterator[StreamChunk]
+    attempts: list[Attempt]
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps errors raised in a replica; the cause carries our status and type."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def translate(exc: BaseException, expert: str) -> BaseException:
+    """Turn anything an expert call raised into an error that says what happened."""
+    exc = unwrap(exc)
+    if isinstance(exc, ExpertError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ExpertTimeout(f"expert '{expert}' timed out")
+    if hasattr(exc, "status_code") and hasattr(exc, "error_type"):
+        return exc
+    # Replica died, actor unreachable, handle errors: the next expert may still answer.
+    return ExpertUnavailable(f"expert '{expert}' failed: {type(exc).__name__}")
+
+
+class RouterService:
+    def __init__(
+        self,
+        config: AppConfig,
+        classifier: ClassifierCaller,
+        experts: Mapping[str, ExpertCaller],
+        stats: Callable[[], Mapping[str, ExpertStats]] | None = None,
+    ) -> None:
+        self.config = config
+        self.classifier = classifier
+        self.experts = experts
+        self._stats = stats or (lambda: {})
+
+    # ---- routing -------------------------------------------------------------------------
+    def pinned_model(self, model: str | None) -> str | None:
+        """None for routed requests; the expert name for pinned ones."""
+        if model is None:
+            if not self.config.routing.auto_when_model_omitted:
+                raise InvalidRequest("`model` is required by this gateway's policy", param="model")
+            return None
+        if model == "auto":
+            return None
+        if model not in self.config.experts:
+            raise ModelNotFound(
+                f"model '{model}' does not exist; use 'auto' or one of: "
+                + ", ".join(sorted(self.config.experts)),
+                param="model",
+            )
+        return model
+
+    async def route(
+        self, req: ChatCompletionRequest, request_id: str, team: str | None = None
+    ) -> Routed:
+        pinned = self.pinned_model(req.model)
+        text = req.last_user_text()
+        classification = await self.classifier.classify(text)
+        ctx = RequestContext(
+            text=text, pinned_model=pinned, team=team, user=req.user, request_id=request_id
+        )
+        scores = Scores(
+            classification.label,
+            classification.confidence,
+            classification.out_of_scope,
+            classification.escalate,
+        )
+        plan = decide(self.config.routing, scores, ctx, self._stats())
+        return Routed(plan, classification)
+
+    # ---- execution -----------------------------------------------------------------------
+    def params_for(self, req: ChatCompletionRequest, expert: str) -> GenerationParams:
+        spec = self.config.experts[expert]
+        return req.params(spec.max_tokens_default)
+
+    def _timeout(self, expert: str) -> float:
+        return self.config.experts[expert].timeout_s
+
+    async def complete(
+        self, req: ChatCompletionRequest, plan: RoutePlan
+    ) -> tuple[str, Completion, list[Attempt]]:
+        messages = req.to_messages()
+        attempts: list[Attempt] = []
+        for expert in plan.chain:
+            caller = self.experts[expert]
+            coro = caller.generate(messages, self.params_for(req, expert))
+            try:
+                result = await _with_timeout(coro, self._timeout(expert))
+            except Exception as exc:  # every failure is translated, then retried or raised
+                err = self._failed(exc, expert, attempts)
+                if err is not None:
+                    raise err from None
+                continue
+            attempts.append(Attempt(expert))
+            return expert, result, attempts
+        raise self._exhausted(attempts)
+
+    async def open_stream(self, req: ChatCompletionRequest, plan: RoutePlan) -> OpenStream:
+        messages = req.to_messages()
+        attempts: list[Attempt] = []
+        for expert in plan.chain:
+            it = aiter(self.experts[expert].stream(messages, self.params_for(req, expert)))
+            try:
+                first = await _with_timeout(anext(it), self._timeout(expert))
+            except StopAsyncIteration:
+                first = StreamChunk("", "stop", 0, 0)
+            except Exception as exc:
+                await _aclose(it)
+                err = self._failed(exc, expert, attempts)
+                if err is not None:
+                    raise err from None
+                continue
+            attempts.append(Attempt(expert))
+            return OpenStream(expert, first, it, attempts)
+        raise self._exhausted(attempts)
+
+    def _failed(self, exc: BaseException, expert: str, attempts: list[Attempt]) -> BaseException | None:
+        """Record a failed attempt; return the error to raise if it must not be retried."""
+        err = translate(exc, expert)
+        attempts.append(Attempt(expert, getattr(err, "message", None) or str(err)))
+        log.warning("expert %s failed: %s", expert, attempts[-1].error)
+        if not getattr(err, "retryable", True):
+            return err
+        return None
+
+    @staticmethod
+    def _exhausted(attempts: list[Attempt]) -> ExpertError:
+        if len(attempts) == 1:
+            last = attempts[0]
+            return ExpertUnavailable(f"expert '{last.expert}' failed: {last.error}")
+        tried = "; ".join(f"{a.expert}: {a.error}" for a in attempts)
+        return ExpertUnavailable(f"every expert in the chain failed ({tried})")
+
+
+async def _with_timeout(aw: Awaitable[T], timeout_s: float) -> T:
+    async with asyncio.timeout(timeout_s):
+        return await aw
+
+
+async def _aclose(it: AsyncIterator[StreamChunk]) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # closing a broken stream must not mask the original error
+            log.debug("closing a failed stream raised", exc_info=True)
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000
