@@ -25,18 +25,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.ledger_types import (
-    DIMENSIONS,
-    METRICS,
-    CostRecord,
-    TotalsRow,
-    day_score,
-)
+from router.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
 from router.redis_server import make_client
 
 if TYPE_CHECKING:
@@ -84,7 +78,7 @@ def _clean(name: str) -> str:
 
 
 class Ledger:
-    """Async ledger client. `await start()` for the spool replay loop, `await aclose()` at the end."""
+    """Async ledger client: `await start()` runs the spool replay loop, `await aclose()` ends it."""
 
     def __init__(
         self,
@@ -99,6 +93,7 @@ class Ledger:
         replay_interval_s: float = 5.0,
         max_pending: int = 10_000,
         client: Redis | None = None,
+        on_spool: Callable[[int], None] | None = None,
     ) -> None:
         self.redis: Redis = client or make_client(redis_url)
         self.spool_path = Path(spool_path)
@@ -110,6 +105,7 @@ class Ledger:
         self.replay_interval_s = replay_interval_s
         self.max_pending = max_pending
         self.spooled = 0
+        self._on_spool = on_spool  # e.g. Telemetry.observe_spooled
         self.replayed = 0
         self._script = self.redis.register_script(_WRITE_LUA)
         self._pending: set[asyncio.Task[None]] = set()
@@ -208,6 +204,9 @@ class Ledger:
                 with self.spool_path.open("a", encoding="utf-8") as f:
                     f.write(lines)
             self.spooled += lines.count("\n")
+            if self._on_spool is not None:
+                with contextlib.suppress(Exception):
+                    self._on_spool(lines.count("\n"))
         except OSError:
             log.exception("ledger: spool write failed; %d record(s) lost", lines.count("\n"))
 
@@ -235,7 +234,7 @@ class Ledger:
                 try:
                     n = await self._replay_file(path)
                 except Exception as exc:
-                    log.warning("ledger: replay of %s stopped (%s)", path, type(exc).__name__)
+                    log.warning("ledger: replay of %s stopped (%r)", path, exc)
                     break
                 counted += n
             self.replayed += counted
@@ -288,7 +287,7 @@ class Ledger:
     async def days(self, from_date: date | None = None, to_date: date | None = None) -> list[str]:
         lo = day_score(from_date) if from_date else "-inf"
         hi = day_score(to_date) if to_date else "+inf"
-        return list(await self.redis.zrangebyscore(f"{self.prefix}:days", lo, hi))
+        return [str(d) for d in await self.redis.zrangebyscore(f"{self.prefix}:days", lo, hi)]
 
     async def totals(
         self,
@@ -301,7 +300,7 @@ class Ledger:
 
         `group_by` is one of day|team|expert|domain, or several ("day,team") for a cross table.
         """
-        dims = _parse_dims(group_by)
+        dims = parse_dims(group_by)
         days = await self.days(from_date, to_date)
         async with self.redis.pipeline(transaction=False) as pipe:
             for day in days:
@@ -320,7 +319,7 @@ class Ledger:
         return [TotalsRow(group=g, dims=dims, **m) for g, m in sorted(sums.items())]
 
     async def get(self, request_id: str) -> CostRecord | None:
-        h = await self.redis.hgetall(f"{self.prefix}:req:{request_id}")
+        h: dict[str, Any] = await self.redis.hgetall(f"{self.prefix}:req:{request_id}")  # type: ignore[assignment]
         return CostRecord.from_mapping(h) if h else None
 
     async def top_requests(
@@ -372,15 +371,6 @@ class Ledger:
         for (_, expert), values in zip(pairs, lists, strict=True):
             samples.setdefault(expert, []).extend(float(v) for v in values)
         return {e: _percentiles(v, percentiles) for e, v in sorted(samples.items())}
-
-
-def _parse_dims(group_by: str | Sequence[str]) -> tuple[str, ...]:
-    parts = group_by.split(",") if isinstance(group_by, str) else list(group_by)
-    dims = tuple(p.strip() for p in parts if p.strip())
-    bad = [d for d in dims if d not in DIMENSIONS]
-    if not dims or bad:
-        raise ValueError(f"group_by must be among {', '.join(DIMENSIONS)}; got {group_by!r}")
-    return dims
 
 
 def _percentiles(values: list[float], percentiles: Sequence[float]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,6 +22,15 @@ METRICS = (
     "baseline_nano",
     "latency_us",
 )
+
+
+def parse_dims(group_by: str | Sequence[str]) -> tuple[str, ...]:
+    """ "team" or "day,team" (or a sequence) -> validated dimension names, or ValueError."""
+    parts = group_by.split(",") if isinstance(group_by, str) else list(group_by)
+    dims = tuple(p.strip() for p in parts if p.strip())
+    if not dims or any(d not in DIMENSIONS for d in dims):
+        raise ValueError(f"group_by must be among {', '.join(DIMENSIONS)}; got {group_by!r}")
+    return dims
 
 
 def day_of(ts: float) -> str:

@@ -8,6 +8,7 @@ set-up. The process is ours: we stop it on shutdown (SHUTDOWN, then SIGTERM, the
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -49,6 +50,16 @@ def _ping(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _send(host: str, port: int, *words: str, timeout_s: float = 2.0) -> bytes:
     payload = f"*{len(words)}\r\n".encode() + b"".join(
         f"${len(w.encode())}\r\n".encode() + w.encode() + b"\r\n" for w in words
@@ -81,6 +92,7 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
+        self._attached = False
 
     @property
     def url(self) -> str:
@@ -106,15 +118,37 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
 
+    @property
+    def _state_file(self) -> Path:
+        return self.data_dir / "embedded.json"
+
+    def _attach_existing(self) -> bool:
+        """Reuse a live server another process of ours started on this data dir.
+
+        Two servers appending to one AOF would corrupt it; the first process owns the server and
+        later ones (a second CLI, a restarted driver) share it and never stop it.
+        """
+        try:
+            state = json.loads(self._state_file.read_text())
+            pid, port = int(state["pid"]), int(state["port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if not _pid_alive(pid) or not _ping(self.host, port):
+            return False
+        self.port, self._attached = port, True
+        return True
+
     def start(self) -> str:
-        if self.running:
+        if self.running or self._attached:
+            return self.url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._attach_existing():
             return self.url
         if not Path(self.binary).exists():
             raise RedisServerError(
                 f"{self.binary} not found: install Debian's redis-server "
                 "(scripts/setup.sh does) or set REDIS_URL"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         fixed = self.port
         last_error = ""
         for _ in range(1 if fixed else 5):
@@ -127,6 +161,7 @@ class EmbeddedRedis:
             )
             if self._wait_ready(proc, port):
                 self._proc, self.port = proc, port
+                self._state_file.write_text(json.dumps({"pid": proc.pid, "port": port}))
                 return self.url
             last_error = self._reap(proc)
         raise RedisServerError(f"redis-server did not start: {last_error}")
@@ -150,8 +185,13 @@ class EmbeddedRedis:
         return (err.decode(errors="replace") + tail).strip()[-500:]
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        self._attached = False
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            self._state_file.unlink()
+        if proc.poll() is not None:
             return
         if self.port is not None:
             with contextlib.suppress(OSError):
@@ -179,6 +219,19 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def resolve_redis_url(url: str | None = None) -> tuple[str, EmbeddedRedis | None]:
+    """`url`, else $REDIS_URL, else an embedded server (returned so the caller can stop it).
+
+    Call this once in the driver (the CLI), before Serve starts, and hand the URL to the
+    deployments: replicas are separate processes and must share one server.
+    """
+    url = url or os.environ.get("REDIS_URL") or None
+    if url:
+        return url, None
+    server = EmbeddedRedis()
+    return server.start(), server
 
 
 def make_client(

@@ -1,0 +1,104 @@
+"""One real Ray Serve gateway per test session, talked to over loopback HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.unit.test_experts_tune_tiny import build_tiny_llama
+
+STARTUP_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+POLICY = """
+version: 1
+classifier: {{kind: examples, placement: {placement}, oos_threshold: 0.3}}
+experts:
+  tiny:
+    backend: local
+    model: {tiny}
+    description: tiny random Llama built by the tests
+    max_tokens_default: 8
+    replicas: {{min: 1, max: 1}}
+    resources: {{num_cpus: 0.1}}
+  code-fake: {{backend: fake}}
+  broken: {{backend: fake, fail: always}}
+  general-fake: {{backend: fake, context_window: 64}}
+routing:
+  fallback: general-fake
+  routes:
+    - domain: code
+      experts: [code-fake]
+      examples: [write a python function, fix this javascript bug, explain this SQL query]
+    - domain: math
+      experts: [broken, tiny]
+      examples: [what is 17 times 23, solve for x in 3x + 5 = 20, compute the derivative of x squared]
+gateway: {{max_ongoing_requests: 32}}
+"""
+
+
+def _run_with_timeout(fn, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    """serve.run hangs if a replica can't be placed; fail the session instead of hanging."""
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the test thread
+            error.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        from ray import serve
+
+        raise TimeoutError(f"Serve app not ready in {timeout_s}s: {serve.status()}")
+    if error:
+        raise error[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def gateway_url(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from router.policy_file import parse_policy
+    from router.server import start_gateway, stop_gateway
+
+    config = parse_policy(POLICY.format(tiny=tiny_model, placement="ingress"), "test-policy.yaml")
+    port = free_port()
+    urls: list[str] = []
+    t0 = time.monotonic()
+    _run_with_timeout(lambda: urls.append(start_gateway(config, "127.0.0.1", port)), STARTUP_TIMEOUT_S)
+    print(f"gateway up in {time.monotonic() - t0:.1f}s")
+    try:
+        _wait_ready(urls[0])
+        yield urls[0]
+    finally:
+        stop_gateway()
+
+
+def _wait_ready(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/readyz never became ready")

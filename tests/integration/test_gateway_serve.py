@@ -1,0 +1,111 @@
+"""The real Serve application, driven by the stock openai client over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(gateway_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="x", max_retries=0, timeout=60)
+
+
+def test_sync_auto_routes_to_domain_expert(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "write a python function to sort a list"}]
+    )
+    resp = raw.parse()
+    assert raw.headers["x-slm-router-domain"] == "code"
+    assert raw.headers["x-slm-router-expert"] == resp.model == "code-fake"
+    assert raw.headers["x-slm-router-reason"]
+    assert "sort a list" in resp.choices[0].message.content
+
+
+def test_local_expert_in_own_deployment_after_fallback(client: openai.OpenAI) -> None:
+    # math's chain is [broken, tiny]: the first fails before any token, the local model answers.
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "what is 12 times 7"}],
+        max_tokens=5,
+        temperature=0,
+    )
+    resp = raw.parse()
+    assert raw.headers["x-slm-router-expert"] == "tiny" == resp.model
+    assert 1 <= resp.usage.completion_tokens <= 5
+    assert resp.usage.prompt_tokens > 5
+
+
+def test_stream_through_deployment_handle(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage = [], None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        pieces.extend(c.delta.content or "" for c in chunk.choices)
+    assert usage is not None and usage.completion_tokens >= 1
+    # Greedy decoding is deterministic: the streamed text equals the non-streamed one.
+    whole = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=6, temperature=0
+    )
+    assert "".join(pieces) == whole.choices[0].message.content
+
+
+async def test_async_client_concurrent_requests(gateway_url: str) -> None:
+    aclient = openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key="x", max_retries=0)
+    results = await asyncio.gather(
+        *(
+            aclient.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": f"fix this javascript bug {i}"}]
+            )
+            for i in range(12)
+        )
+    )
+    assert [r.model for r in results] == ["code-fake"] * 12
+    assert all(f"bug {i}" in r.choices[0].message.content for i, r in enumerate(results))
+
+
+def test_errors_cross_serve_in_envelope(client: openai.OpenAI, gateway_url: str) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="general-fake", messages=[{"role": "user", "content": "w " * 200}]
+        )
+    assert err.value.body["code"] == "context_length_exceeded"
+    r = httpx.post(f"{gateway_url}/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    with pytest.raises(openai.APIStatusError) as err5:
+        client.chat.completions.create(model="broken", messages=[{"role": "user", "content": "x"}])
+    assert err5.value.status_code == 503
+
+
+def test_prompt_over_local_context_window_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello " * 400}])
+    assert err.value.body["code"] == "context_length_exceeded"
+
+
+def test_models_route_and_readiness(client: openai.OpenAI, gateway_url: str) -> None:
+    ids = [m.id for m in client.models.list().data]
+    assert ids[0] == "auto" and {"tiny", "code-fake", "broken", "general-fake"} <= set(ids)
+    tiny = next(m for m in client.models.list().data if m.id == "tiny")
+    assert tiny.model_extra["metadata"]["context_window"] == 256
+    plan = httpx.post(
+        f"{gateway_url}/v1/route",
+        json={"messages": [{"role": "user", "content": "solve for y in 2y = 10"}]},
+    ).json()
+    assert plan["classification"]["label"] == "math"
+    assert plan["plan"]["expert"] == "broken" and "tiny" in plan["plan"]["fallbacks"]
+    assert httpx.get(f"{gateway_url}/readyz").status_code == 200
