@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,12 +39,11 @@ class AppConfig(BaseModel):
 
     @model_validator(mode="after")
     def _names(self) -> AppConfig:
+        # Unknown expert references are cross-checked by the loader (policies.checks), which
+        # can point at the exact line and suggest the intended name.
         for name in self.experts:
             if name in RESERVED_MODEL_NAMES:
                 raise ValueError(f"expert name '{name}' is reserved")
-        missing = sorted(self.routing.referenced_experts() - set(self.experts))
-        if missing:
-            raise ValueError(f"routing refers to unknown experts: {', '.join(missing)}")
         return self
 
     def route_examples(self) -> dict[str, list[str]]:
@@ -62,7 +61,7 @@ class AppConfig(BaseModel):
 class PolicyLoadError(Exception):
     """A policy file that can't be used; `issues` are printable lines for ops."""
 
-    status_code = 400
+    status_code = 422
     error_type = "invalid_request_error"
     code = "invalid_policy"
 
@@ -72,24 +71,26 @@ class PolicyLoadError(Exception):
         self.message = "invalid policy:\n" + "\n".join(issues)
 
 
-def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make relative artifact paths absolute (against `base`, the working dir) before shipping
-    the config to Ray workers, whose working directory differs."""
-    clf = data.get("classifier")
-    if isinstance(clf, dict):
-        for key in ("path", "escalation_path"):
-            if isinstance(clf.get(key), str) and _is_relative_path(clf[key]):
-                clf[key] = str((base / clf[key]).resolve())
-    experts = data.get("experts")
-    if isinstance(experts, dict):
-        for spec in experts.values():
-            if not isinstance(spec, dict):
-                continue
-            for key in ("model", "adapter"):
-                value = spec.get(key)
-                if isinstance(value, str) and value.startswith(("./", "../")):
-                    spec[key] = str((base / value).resolve())
-    return data
+def with_absolute_paths(config: AppConfig, base: Path) -> AppConfig:
+    """Make relative artifact paths absolute (against `base`, the working dir) before the
+    config is shipped to Ray workers, whose working directory differs."""
+    clf = config.classifier
+    clf_update = {
+        key: str((base / value).resolve())
+        for key in ("path", "escalation_path")
+        if isinstance(value := getattr(clf, key), str) and _is_relative_path(value)
+    }
+    experts = {}
+    for name, spec in config.experts.items():
+        update = {
+            key: str((base / value).resolve())
+            for key in ("model", "adapter")
+            if isinstance(value := getattr(spec, key), str) and value.startswith(("./", "../"))
+        }
+        experts[name] = spec.model_copy(update=update) if update else spec
+    return config.model_copy(
+        update={"classifier": clf.model_copy(update=clf_update), "experts": experts}
+    )
 
 
 def _is_relative_path(value: str) -> bool:

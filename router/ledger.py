@@ -12,9 +12,10 @@ Layout (prefix `slm` by default):
 One Lua script checks the guard and applies every write, so a record is counted entirely or not
 at all, and a retried or replayed record never counts twice.
 
-`record()` never raises and returns at once: the write runs as a task with a short timeout, and a
-failed write appends the record to a local JSONL spool that a background loop replays when Redis
-answers again. A process should use its own spool file (replicas are separate processes).
+`record()` never raises and returns at once: it queues the record for one writer task that
+pipelines batches with a short timeout; a failed batch goes to a local JSONL spool that a
+background loop replays when Redis answers again. Each process should have its own spool file
+(Serve replicas are separate processes).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Ledger:
         latency_cap: int = 2000,
         replay_interval_s: float = 5.0,
         max_pending: int = 10_000,
+        batch_size: int = 100,
         client: Redis | None = None,
         on_spool: Callable[[int], None] | None = None,
     ) -> None:
@@ -104,15 +106,18 @@ class Ledger:
         self.latency_cap = latency_cap
         self.replay_interval_s = replay_interval_s
         self.max_pending = max_pending
+        self.batch_size = batch_size
         self.spooled = 0
         self._on_spool = on_spool  # e.g. Telemetry.observe_spooled
         self.replayed = 0
         self._script = self.redis.register_script(_WRITE_LUA)
-        self._pending: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[CostRecord] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._spool_lock = threading.Lock()
         self._replay_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self._down_until = 0.0
+        self._last_warning = -1e9
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -121,36 +126,59 @@ class Ledger:
             self._loop_task = asyncio.create_task(self._replay_loop(), name="ledger-replay")
 
     async def record(self, rec: CostRecord) -> None:
-        """Schedule the write and return at once; never raises."""
+        """Queue the write and return at once; never raises."""
         try:
-            if len(self._pending) >= self.max_pending:
-                self._spool([rec])
-                return
-            task = asyncio.create_task(self._write_or_spool(rec))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._ensure_writer().put_nowait(rec)
+        except asyncio.QueueFull:
+            self._spool([rec])  # Redis far behind: keep the record, replay it later
         except Exception:  # the answer must go out even if the ledger is broken
-            log.exception("ledger: could not schedule a write")
+            log.exception("ledger: could not queue a write")
 
     async def write(self, rec: CostRecord) -> bool:
         """Write now and wait (raises on Redis errors). True if new, False if already counted."""
         return bool(await self._script(keys=self._keys(rec), args=self._args(rec)))
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait for scheduled writes (each ends in Redis or in the spool)."""
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=timeout_s)
+        """Wait until queued records are written (or spooled)."""
+        if self._queue is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout_s)
 
-    async def _write_or_spool(self, rec: CostRecord) -> None:
+    def _ensure_writer(self) -> asyncio.Queue[CostRecord]:
+        # Created lazily: the queue and task belong to the event loop of the first record().
+        if self._queue is None:
+            self._queue = asyncio.Queue(maxsize=self.max_pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="ledger-writer")
+        return self._queue
+
+    async def _write_loop(self) -> None:
+        """One writer pipelines whatever has queued up: one round trip per batch, not per record."""
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._write_or_spool(batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _write_or_spool(self, batch: list[CostRecord]) -> None:
         if time.monotonic() < self._down_until:
-            self._spool([rec])
+            self._spool(batch)
             return
         try:
-            await asyncio.wait_for(self.write(rec), self.write_timeout_s)
-        except Exception as exc:  # any failure: keep the record, replay later (idempotent)
-            self._down_until = time.monotonic() + min(1.0, self.replay_interval_s)
-            log.warning("ledger: Redis write failed (%s); spooling", type(exc).__name__)
-            self._spool([rec])
+            await asyncio.wait_for(self._write_batch(batch), self.write_timeout_s)
+        except Exception as exc:  # any failure: keep the records, replay later (idempotent)
+            now = time.monotonic()
+            self._down_until = now + min(1.0, self.replay_interval_s)
+            if now - self._last_warning > 10.0:  # one line per outage, not one per request
+                self._last_warning = now
+                log.warning("ledger: Redis write failed (%r); spooling to %s", exc, self.spool_path)
+            self._spool(batch)
 
     def _keys(self, rec: CostRecord) -> list[str]:
         p, day = self.prefix, rec.day
@@ -248,7 +276,9 @@ class Ledger:
         for start in range(0, len(recs), REPLAY_BATCH):
             batch = recs[start : start + REPLAY_BATCH]
             try:
-                counted += await self._write_batch(batch)
+                counted += await asyncio.wait_for(
+                    self._write_batch(batch), self.write_timeout_s * 5
+                )
             except Exception:
                 # Keep what is left (this batch may be half-applied: replay is idempotent).
                 self._spool(recs[start:])
@@ -261,7 +291,7 @@ class Ledger:
         async with self.redis.pipeline(transaction=False) as pipe:
             for rec in batch:
                 await self._script(keys=self._keys(rec), args=self._args(rec), client=pipe)
-            results = await asyncio.wait_for(pipe.execute(), self.write_timeout_s * 5)
+            results = await pipe.execute()
         return sum(int(r) for r in results)
 
     async def _replay_loop(self) -> None:
@@ -277,6 +307,11 @@ class Ledger:
                 await self._loop_task
             self._loop_task = None
         await self.drain()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
         if self.spool_pending():
             await self.flush_spool()
         with contextlib.suppress(Exception):

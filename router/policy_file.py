@@ -1,15 +1,16 @@
-"""Reading a policy file into an AppConfig, with errors ops can act on."""
+"""Reading a policy file into an AppConfig, with errors ops can act on (file:line:col, path,
+suggestion), through the policies package's position-aware loader."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
-from router.config import AppConfig, PolicyLoadError, resolve_paths
+from policies.checks import check_routing
+from policies.issues import PolicyIssue
+from policies.loader import LoadResult, validate_text
+from router.config import AppConfig, PolicyLoadError, with_absolute_paths
 
 PACKAGE_DEFAULT = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
 
@@ -18,34 +19,28 @@ def default_policy_path() -> Path:
     return Path(os.environ.get("SLM_ROUTER_POLICY", str(PACKAGE_DEFAULT)))
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(document)"
+def cross_check(config: AppConfig) -> Sequence[PolicyIssue]:
+    return check_routing(config.routing, set(config.experts))
+
+
+def validate_policy_text(text: str, filename: str = "<policy>") -> LoadResult[AppConfig]:
+    return validate_text(text, AppConfig, file=filename, cross_check=cross_check)
 
 
 def parse_policy(text: str, filename: str = "<policy>", base: Path | None = None) -> AppConfig:
+    result = validate_policy_text(text, filename)
+    if result.value is None:
+        raise PolicyLoadError([str(i) for i in result.issues])
+    return with_absolute_paths(result.value, base or Path.cwd())
+
+
+def read_policy_text(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
-        raise PolicyLoadError([f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    if not isinstance(data, dict):
-        raise PolicyLoadError([f"{filename}: a policy is a YAML mapping at the top level"])
-    data = resolve_paths(data, base or Path.cwd())
-    try:
-        return AppConfig.model_validate(data)
-    except ValidationError as exc:
-        issues = [f"{filename}: {_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise PolicyLoadError(issues) from None
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyLoadError([f"{p}: cannot read: {exc}"]) from None
 
 
 def load_policy(path: str | os.PathLike[str], base: Path | None = None) -> AppConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyLoadError([f"{p}: cannot read: {exc.strerror}"]) from None
-    return parse_policy(text, str(p), base)
+    return parse_policy(read_policy_text(path), str(path), base)

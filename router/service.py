@@ -16,10 +16,11 @@ from typing import Protocol, TypeVar
 from classifiers.base import Classification
 from experts.base import Completion, GenerationParams, Message, StreamChunk
 from experts.errors import ExpertError, ExpertTimeout, ExpertUnavailable
+from policies.compiled import CompiledPolicy
 from policies.engine import decide
 from policies.types import ExpertStats, RequestContext, RoutePlan, Scores
 from router.config import AppConfig
-from router.errors import InvalidRequest, ModelNotFound
+from router.errors import InvalidRequest
 from router.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
@@ -88,6 +89,7 @@ class RouterService:
         stats: Callable[[], Mapping[str, ExpertStats]] | None = None,
     ) -> None:
         self.config = config
+        self.policy = CompiledPolicy.build(config.routing, config.experts)
         self.classifier = classifier
         self.experts = experts
         self._stats = stats or (lambda: {})
@@ -99,15 +101,8 @@ class RouterService:
             if not self.config.routing.auto_when_model_omitted:
                 raise InvalidRequest("`model` is required by this gateway's policy", param="model")
             return None
-        if model == "auto":
-            return None
-        if model not in self.config.experts:
-            raise ModelNotFound(
-                f"model '{model}' does not exist; use 'auto' or one of: "
-                + ", ".join(sorted(self.config.experts)),
-                param="model",
-            )
-        return model
+        # Unknown or refused pins are the engine's call (404/400/403 with a suggestion).
+        return None if model == "auto" else model
 
     async def route(
         self, req: ChatCompletionRequest, request_id: str, team: str | None = None
@@ -124,7 +119,7 @@ class RouterService:
             classification.out_of_scope,
             classification.escalate,
         )
-        plan = decide(self.config.routing, scores, ctx, self._stats())
+        plan = decide(self.policy, scores, ctx, self._stats())
         return Routed(plan, classification)
 
     # ---- execution -----------------------------------------------------------------------

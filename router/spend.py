@@ -13,12 +13,22 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from router.budgets import BudgetStatus
 from router.costs import nano_to_usd
-from router.ledger_types import METRICS, TotalsRow, parse_dims
+from router.ledger_types import METRICS, CostRecord, TotalsRow, parse_dims
 
 __all__ = [
-    "grand_total", "parse_dims", "parse_range", "row_json", "spend_csv", "spend_json",
-    "spend_table", "usd",
+    "budget_json",
+    "dashboard_json",
+    "grand_total",
+    "parse_dims",
+    "parse_range",
+    "record_json",
+    "row_json",
+    "spend_csv",
+    "spend_json",
+    "spend_table",
+    "usd",
 ]  # fmt: skip
 
 _NINE = Decimal("0.000000001")
@@ -151,3 +161,68 @@ def spend_table(rows: Sequence[TotalsRow], group_by: str | Sequence[str]) -> str
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(footer)]) + "\n"
+
+
+def record_json(rec: CostRecord) -> dict[str, Any]:
+    """One request for the dashboard's "most expensive requests" (no prompt text: none is kept)."""
+    return {
+        "request_id": rec.request_id,
+        "ts": rec.ts,
+        "day": rec.day,
+        "team": rec.team,
+        "key_id": rec.key_id,
+        "expert": rec.expert,
+        "domain": rec.domain,
+        "model": rec.model,
+        "input_tokens": rec.input_tokens,
+        "output_tokens": rec.output_tokens,
+        "cost_nano": rec.cost_nano,
+        "cost_usd": usd(rec.cost_nano),
+        "baseline_usd": usd(rec.baseline_nano),
+        "latency_ms": rec.latency_ms,
+        "status": rec.status,
+        "route_reason": rec.route_reason,
+    }
+
+
+def budget_json(status: BudgetStatus) -> dict[str, Any]:
+    return {
+        "team": status.team,
+        "period": status.period,
+        "period_id": status.period_id,
+        "budget_usd": usd(status.budget_nano) if status.budget_nano is not None else None,
+        "spent_usd": usd(status.spent_nano),
+        "in_flight_usd": usd(status.reserved_nano),
+        "burn": round(status.burn, 6) if status.burn is not None else None,
+    }
+
+
+def dashboard_json(
+    *,
+    by_day: Sequence[TotalsRow],
+    by_team: Sequence[TotalsRow],
+    by_expert: Sequence[TotalsRow],
+    by_domain: Sequence[TotalsRow],
+    top: Sequence[CostRecord],
+    latency: dict[str, dict[str, float]],
+    budgets: Sequence[BudgetStatus],
+    from_date: date | None = None,
+    to_date: date | None = None,
+    team: str | None = None,
+) -> dict[str, Any]:
+    """Everything the finance dashboard draws, from the ledger's and the limiter's answers."""
+    return {
+        "from": from_date.isoformat() if from_date else None,
+        "to": to_date.isoformat() if to_date else None,
+        "team": team,
+        "total": row_json(grand_total(by_day), ()),
+        "by_day": [row_json(r, ("day",)) for r in by_day],
+        "by_team": [row_json(r, ("team",)) for r in by_team],
+        "by_expert": [row_json(r, ("expert",)) for r in by_expert],
+        "by_domain": [row_json(r, ("domain",)) for r in by_domain],
+        "top_requests": [record_json(r) for r in top],
+        "latency_ms": {
+            e: {k: round(v, 3) for k, v in pct.items()} for e, pct in sorted(latency.items())
+        },
+        "budgets": [budget_json(b) for b in budgets],
+    }
