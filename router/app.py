@@ -9,21 +9,21 @@ from router.config import AppConfig
 APP_NAME = "slm-router"
 
 
-def build_app(config: AppConfig) -> Any:
+def build_app(config: AppConfig, redis_url: str | None = None) -> Any:
     """Ingress (FastAPI) -> [classifier deployment] -> one deployment per local expert."""
     from classifiers.deployment import ClassifierDeployment
     from experts.deployment import ExpertDeployment, deployment_options
     from router.ingress import Ingress
 
     experts = {
-        name: ExpertDeployment.options(**deployment_options(name, spec)).bind(name, spec)  # type: ignore[arg-type]
+        name: ExpertDeployment.options(**deployment_options(name, spec)).bind(name, spec)  # type: ignore[attr-defined]
         for name, spec in config.experts.items()
         if spec.runs_in_own_deployment
     }
     clf = config.classifier
     classifier = None
     if clf.placement == "deployment":
-        classifier = ClassifierDeployment.options(
+        classifier = ClassifierDeployment.options(  # type: ignore[attr-defined]
             name="classifier",
             num_replicas=clf.replicas,
             max_ongoing_requests=max(32, clf.max_batch_size * 4),
@@ -35,7 +35,7 @@ def build_app(config: AppConfig) -> Any:
         num_replicas=gw.replicas,
         max_ongoing_requests=gw.max_ongoing_requests,
         ray_actor_options={"num_cpus": gw.num_cpus},
-    ).bind(config, classifier, experts)
+    ).bind(config, classifier, experts, redis_url)
 
 
 def app_builder(args: dict[str, str]) -> Any:

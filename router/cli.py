@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         add = _optional_subcommands(module)
         if add is not None:
             _mount(sub, name, help_text, add)
+    from router.admin_cli import add_key_subcommands, add_spend_subcommands
+
+    _mount(sub, "keys", "API keys, teams and budgets", add_key_subcommands)
+    _mount(sub, "spend", "spend reports from the ledger", add_spend_subcommands)
     return parser
 
 
@@ -112,4 +116,3 @@ def print_json(obj: Any) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -25,6 +25,11 @@ class GatewaySpec(BaseModel):
     request_timeout_s: float = Field(300.0, gt=0)
     auth: bool = Field(False, description="Require `Authorization: Bearer <key>` on /v1.")
     log_prompts: bool = Field(False, description="Allow prompt text in telemetry.")
+    baseline_expert: str | None = Field(
+        None,
+        description="Expert whose prices define the all-to-one baseline for savings "
+        "(default: routing.fallback).",
+    )
 
 
 class AppConfig(BaseModel):

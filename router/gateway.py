@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from experts.base import ModelInfo, StreamChunk
+from policies.types import RoutePlan
+from router.accounting import Accounting, Outcome, Ticket
 from router.errors import envelope
 from router.openai_types import (
     ChatCompletionRequest,
@@ -60,9 +62,15 @@ class ChatResult:
 
 
 class Gateway:
-    def __init__(self, service: RouterService, experts: Mapping[str, Describable]) -> None:
+    def __init__(
+        self,
+        service: RouterService,
+        experts: Mapping[str, Describable],
+        accounting: Accounting | None = None,
+    ) -> None:
         self.service = service
         self.experts = experts
+        self.accounting = accounting or Accounting(service.config)
         self._infos: dict[str, ModelInfo] = {}
         self.started = time.time()
 
@@ -71,45 +79,105 @@ class Gateway:
         return self.service.config
 
     # ---- chat ----------------------------------------------------------------------------
-    async def chat(self, req: ChatCompletionRequest) -> ChatResult:
-        request_id = uuid.uuid4().hex
-        routed = await self.service.route(req, request_id)
-        if req.stream:
-            opened = await self.service.open_stream(req, routed.plan)
-            headers = routing_headers(routed, opened.expert, request_id)
-            return ChatResult(200, headers, stream=self._sse(req, opened))
-        expert, completion, _ = await self.service.complete(req, routed.plan)
+    async def chat(self, req: ChatCompletionRequest, headers: Mapping[str, str]) -> ChatResult:
+        acct = self.accounting
+        self.service.pinned_model(req.model)
+        ticket = await acct.open(
+            headers,
+            request_id=uuid.uuid4().hex,
+            model=req.model or "auto",
+            stream=req.stream,
+            prompt_chars=sum(len(m.text()) for m in req.messages),
+            max_tokens=req.max_completion_tokens or req.max_tokens or 256,
+        )
+        plan: RoutePlan | None = None
+        try:
+            with acct.child("classify"):
+                classification, classify_s = await self.service.classify(req)
+            with acct.child("decide"):
+                team = ticket.key.team if ticket.key else None
+                plan = self.service.plan(
+                    req, classification, ticket.request_id, team, ticket.used_fraction
+                )
+            acct.observe_route(
+                ticket,
+                domain=plan.domain,
+                confidence=classification.confidence,
+                reason=plan.reason,
+                expert=plan.expert,
+                classify_s=classify_s,
+            )
+            routed = Routed(plan, classification)
+            if req.stream:
+                opened = await self.service.open_stream(req, plan, acct.attempt)
+                ticket.mark_first_token()
+                headers_out = routing_headers(routed, opened.expert, ticket.request_id)
+                return ChatResult(200, headers_out, stream=self._sse(req, opened, ticket, plan))
+            expert, completion, _ = await self.service.complete(req, plan, acct.attempt)
+        except Exception as exc:
+            status, _, _ = envelope(exc)
+            where = plan.expert if plan else ""
+            await acct.close(
+                ticket, Outcome(where, plan.domain if plan else "", status=status, error=exc)
+            )
+            raise
+        await acct.close(
+            ticket,
+            Outcome(
+                expert,
+                plan.domain,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                reason=plan.reason,
+            ),
+        )
         body = completion_body(new_id(), expert, completion)
-        return ChatResult(200, routing_headers(routed, expert, request_id), body=body)
+        return ChatResult(200, routing_headers(routed, expert, ticket.request_id), body=body)
 
-    async def _sse(self, req: ChatCompletionRequest, opened: OpenStream) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, req: ChatCompletionRequest, opened: OpenStream, ticket: Ticket, plan: RoutePlan
+    ) -> AsyncIterator[bytes]:
         rid, created, model = new_id(), int(time.time()), opened.expert
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        yield sse(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
-        last: StreamChunk = opened.first
+        prompt_tokens, completion_tokens = 0, 0
+        outcome = Outcome(model, plan.domain, reason=plan.reason, status=499)
         try:
-            chunk: StreamChunk | None = opened.first
-            while chunk is not None:
-                last = chunk
-                if chunk.text:
-                    yield sse(chunk_body(rid, model, created, {"content": chunk.text}))
-                if chunk.finish_reason is not None:
-                    break
-                chunk = await anext(opened.rest, None)
-        except Exception as exc:  # after the first token the only honest move is an error event
-            _, body, _ = envelope(translate(exc, model))
-            log.warning("stream from %s failed mid-way: %s", model, body["error"]["message"])
-            yield sse(body)
-            yield sse("[DONE]")
-            return
-        yield sse(chunk_body(rid, model, created, {}, last.finish_reason or "stop"))
-        if include_usage:
-            yield sse(
-                usage_chunk_body(
-                    rid, model, created, last.prompt_tokens or 0, last.completion_tokens or 0
+            yield sse(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
+            last: StreamChunk = opened.first
+            try:
+                chunk: StreamChunk | None = opened.first
+                while chunk is not None:
+                    last = chunk
+                    completion_tokens += 1 if chunk.text else 0
+                    if chunk.text:
+                        yield sse(chunk_body(rid, model, created, {"content": chunk.text}))
+                    if chunk.finish_reason is not None:
+                        break
+                    chunk = await anext(opened.rest, None)
+            except Exception as exc:  # after the first token the only honest move is an error event
+                err = translate(exc, model)
+                status, body, _ = envelope(err)
+                log.warning("stream from %s failed mid-way: %s", model, body["error"]["message"])
+                outcome = Outcome(
+                    model, plan.domain, 0, completion_tokens, status, err, plan.reason
                 )
+                yield sse(body)
+                yield sse("[DONE]")
+                return
+            prompt_tokens = last.prompt_tokens or 0
+            completion_tokens = (
+                last.completion_tokens if last.completion_tokens is not None else completion_tokens
             )
-        yield sse("[DONE]")
+            outcome = Outcome(
+                model, plan.domain, prompt_tokens, completion_tokens, reason=plan.reason
+            )
+            yield sse(chunk_body(rid, model, created, {}, last.finish_reason or "stop"))
+            if include_usage:
+                yield sse(usage_chunk_body(rid, model, created, prompt_tokens, completion_tokens))
+            yield sse("[DONE]")
+        finally:
+            # Also runs when the client disconnects (status 499): the record is never dropped.
+            await self.accounting.close(ticket, outcome)
 
     # ---- dry run, models, health ---------------------------------------------------------
     async def route(self, req: ChatCompletionRequest) -> dict[str, Any]:
@@ -152,7 +220,15 @@ class Gateway:
             meta: dict[str, Any] = {"backend": spec.backend, "description": spec.description}
             if info is not None:
                 meta.update(model=info.model, context_window=info.context_window, **info.metadata)
-            data.append({"id": name, "object": "model", "created": created, "owned_by": "slm-router", "metadata": meta})
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "slm-router",
+                    "metadata": meta,
+                }
+            )
         return {"object": "list", "data": data}
 
     async def ready(self) -> dict[str, bool]:

@@ -11,11 +11,22 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from experts.errors import ExpertError
+from policies.errors import PolicyError
+from router.config import PolicyLoadError
 from router.errors import APIError, InvalidRequest, PayloadTooLarge, envelope
 from router.gateway import Gateway
+from router.keys import AccessError
 from router.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
+KNOWN_ERRORS: tuple[type[Exception], ...] = (
+    APIError,
+    ExpertError,
+    PolicyError,
+    AccessError,
+    PolicyLoadError,
+)
 
 
 def error_response(exc: BaseException) -> JSONResponse:
@@ -92,21 +103,25 @@ def create_api(gw: Gateway) -> FastAPI:
         body = {"error": {"message": str(exc.detail), "type": etype, "param": None, "code": None}}
         return JSONResponse(body, status_code=exc.status_code)
 
-    @app.exception_handler(APIError)
-    async def _api(_: Request, exc: APIError) -> JSONResponse:
+    async def _known(_: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)
+
+    # Every error tree of the project carries its status; handled here, they never reach the
+    # server-error middleware (which would log a traceback for a plain 401).
+    for known in KNOWN_ERRORS:
+        app.add_exception_handler(known, _known)
 
     @app.exception_handler(Exception)
     async def _any(_: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatCompletionRequest) -> Response:
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         if len(body.messages) > cfg.gateway.max_messages:
             raise InvalidRequest(f"at most {cfg.gateway.max_messages} messages", param="messages")
         try:
             _check_text(body)
-            result = await gw.chat(body)
+            result = await gw.chat(body, request.headers)
         except Exception as exc:  # routed to the envelope here, not re-raised into the server log
             return error_response(exc)
         if result.stream is not None:
@@ -115,16 +130,26 @@ def create_api(gw: Gateway) -> FastAPI:
         return JSONResponse(result.body, headers=result.headers)
 
     @app.post("/v1/route", response_model=None)
-    async def route(body: ChatCompletionRequest) -> Response:
+    async def route(body: ChatCompletionRequest, request: Request) -> Response:
         try:
+            await gw.accounting.authenticate(request.headers.get("authorization"))
             _check_text(body)
             return JSONResponse(await gw.route(body))
         except Exception as exc:
             return error_response(exc)
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> dict[str, Any]:
+        await gw.accounting.authenticate(request.headers.get("authorization"))
         return await gw.models()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        telemetry = gw.accounting.telemetry
+        if telemetry is None:
+            return Response("", media_type="text/plain")
+        body, content_type = telemetry.render_prometheus()
+        return Response(body, media_type=content_type)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -136,7 +161,20 @@ def create_api(gw: Gateway) -> FastAPI:
         ok = all(experts.values())
         return JSONResponse({"ready": ok, "experts": experts}, status_code=200 if ok else 503)
 
+    _add_spend(app, gw)
     return app
+
+
+def _add_spend(app: FastAPI, gw: Gateway) -> None:
+    acct = gw.accounting
+    if acct.ledger is None:
+        return
+    from router.spend_api import add_spend_routes
+
+    async def require_admin(request: Request) -> None:
+        await acct.authenticate(request.headers.get("authorization"), admin=True)
+
+    add_spend_routes(app, acct.ledger, acct.keys, acct.limiter, require_admin)
 
 
 def _check_text(body: ChatCompletionRequest) -> None:

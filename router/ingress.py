@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray import serve
@@ -18,8 +19,10 @@ class Ingress:
         config: AppConfig,
         classifier_handle: Any | None,
         expert_handles: dict[str, Any],
+        redis_url: str | None = None,
     ) -> None:
-        self.gateway = build_gateway(config, classifier_handle, expert_handles)
+        url = redis_url or os.environ.get("REDIS_URL") or None
+        self.gateway = build_gateway(config, classifier_handle, expert_handles, url)
 
     def __serve_build_asgi_app__(self) -> Any:
         from router.http import create_api

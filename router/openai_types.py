@@ -71,7 +71,9 @@ class ChatCompletionRequest(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     def to_messages(self) -> list[Message]:
-        return [Message("system" if m.role == "developer" else m.role, m.text()) for m in self.messages]
+        return [
+            Message("system" if m.role == "developer" else m.role, m.text()) for m in self.messages
+        ]
 
     def last_user_text(self) -> str:
         return next((m.text() for m in reversed(self.messages) if m.role == "user"), "")
@@ -92,10 +94,16 @@ def new_id() -> str:
 
 
 def usage_dict(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
-def completion_body(req_id: str, model: str, c: Completion, created: int | None = None) -> dict[str, Any]:
+def completion_body(
+    req_id: str, model: str, c: Completion, created: int | None = None
+) -> dict[str, Any]:
     return {
         "id": req_id,
         "object": "chat.completion",
@@ -129,7 +137,9 @@ def chunk_body(
     }
 
 
-def usage_chunk_body(req_id: str, model: str, created: int, prompt: int, completion: int) -> dict[str, Any]:
+def usage_chunk_body(
+    req_id: str, model: str, created: int, prompt: int, completion: int
+) -> dict[str, Any]:
     return {
         "id": req_id,
         "object": "chat.completion.chunk",

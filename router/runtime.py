@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,8 @@ def apply_airgap_env() -> None:
     # Without a local provider file Ray's cluster utilities probe the cloud metadata address.
     bootstrap = Path.home() / "ray_bootstrap_config.yaml"
     if not bootstrap.exists():
-        try:
+        with contextlib.suppress(OSError):  # a read-only home: Ray still works, just noisier
             bootstrap.write_text(_BOOTSTRAP)
-        except OSError:
-            pass
 
 
 def worker_env() -> dict[str, str]:
@@ -50,7 +50,7 @@ def start_ray(num_cpus: int | None = None) -> bool:
     runtime_env: dict[str, Any] = {"env_vars": worker_env()}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
         return False
     ray.init(
         num_cpus=num_cpus or max(os.cpu_count() or 1, 2),
@@ -58,7 +58,7 @@ def start_ray(num_cpus: int | None = None) -> bool:
         dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         runtime_env=runtime_env,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=True,
     )
     return True

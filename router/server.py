@@ -22,15 +22,32 @@ def _say(msg: str) -> None:
     print(f"slm-router: {msg}", file=sys.stderr, flush=True)
 
 
-def start_gateway(config: AppConfig, host: str = "127.0.0.1", port: int = 8000) -> str:
+_EMBEDDED: list[Any] = []
+
+
+def start_redis(redis_url: str | None) -> str:
+    """REDIS_URL (or the given URL), else the embedded redis-server, stopped with the gateway."""
+    from router.redis_server import resolve_redis_url
+
+    url, server = resolve_redis_url(redis_url)
+    if server is not None:
+        _EMBEDDED.append(server)
+        _say(f"redis: embedded redis-server at {url} (data in {server.data_dir})")
+    return url
+
+
+def start_gateway(
+    config: AppConfig, host: str = "127.0.0.1", port: int = 8000, redis_url: str | None = None
+) -> str:
     """Start (or join) Ray and run the app; returns the base URL once every deployment is up."""
     from ray import serve
 
     t0 = time.monotonic()
+    redis_url = start_redis(redis_url)
     start_ray()
     _say(f"ray up in {time.monotonic() - t0:.1f}s; deploying (first start converts models)...")
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build_app(config, redis_url), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     _say(f"ready in {time.monotonic() - t0:.1f}s at {url}/v1  (OpenAI-compatible; model='auto')")
     for name, spec in config.experts.items():
@@ -48,6 +65,8 @@ def stop_gateway() -> None:
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        while _EMBEDDED:
+            _EMBEDDED.pop().stop()
 
 
 def run_gateway(config: AppConfig, host: str, port: int, wait: Callable[[], None]) -> int:

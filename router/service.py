@@ -7,6 +7,7 @@ in-process in tests (backends directly) and inside the Serve ingress (deployment
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -28,7 +29,9 @@ T = TypeVar("T")
 
 
 class ExpertCaller(Protocol):
-    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion: ...
+    async def generate(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> Completion: ...
 
     def stream(
         self, messages: Sequence[Message], params: GenerationParams
@@ -37,6 +40,14 @@ class ExpertCaller(Protocol):
 
 class ClassifierCaller(Protocol):
     async def classify(self, text: str) -> Classification: ...
+
+
+class AttemptTrace(Protocol):
+    def __call__(self, expert: str, attempt: int) -> contextlib.AbstractContextManager[object]: ...
+
+
+def no_trace(expert: str, attempt: int) -> contextlib.AbstractContextManager[object]:
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -104,14 +115,27 @@ class RouterService:
         # Unknown or refused pins are the engine's call (404/400/403 with a suggestion).
         return None if model == "auto" else model
 
-    async def route(
-        self, req: ChatCompletionRequest, request_id: str, team: str | None = None
-    ) -> Routed:
-        pinned = self.pinned_model(req.model)
-        text = req.last_user_text()
-        classification = await self.classifier.classify(text)
+    async def classify(self, req: ChatCompletionRequest) -> tuple[Classification, float]:
+        """The classification of the last user message, and the seconds it took."""
+        t0 = time.perf_counter()
+        result = await self.classifier.classify(req.last_user_text())
+        return result, time.perf_counter() - t0
+
+    def plan(
+        self,
+        req: ChatCompletionRequest,
+        classification: Classification,
+        request_id: str,
+        team: str | None = None,
+        budget_used_fraction: float | None = None,
+    ) -> RoutePlan:
         ctx = RequestContext(
-            text=text, pinned_model=pinned, team=team, user=req.user, request_id=request_id
+            text=req.last_user_text(),
+            pinned_model=self.pinned_model(req.model),
+            team=team,
+            user=req.user,
+            request_id=request_id,
+            budget_used_fraction=budget_used_fraction,
         )
         scores = Scores(
             classification.label,
@@ -119,8 +143,14 @@ class RouterService:
             classification.out_of_scope,
             classification.escalate,
         )
-        plan = decide(self.policy, scores, ctx, self._stats())
-        return Routed(plan, classification)
+        return decide(self.policy, scores, ctx, self._stats())
+
+    async def route(
+        self, req: ChatCompletionRequest, request_id: str, team: str | None = None
+    ) -> Routed:
+        self.pinned_model(req.model)  # refuse a bad `model` before spending a classification
+        classification, _ = await self.classify(req)
+        return Routed(self.plan(req, classification, request_id, team), classification)
 
     # ---- execution -----------------------------------------------------------------------
     def params_for(self, req: ChatCompletionRequest, expert: str) -> GenerationParams:
@@ -131,7 +161,7 @@ class RouterService:
         return self.config.experts[expert].timeout_s
 
     async def complete(
-        self, req: ChatCompletionRequest, plan: RoutePlan
+        self, req: ChatCompletionRequest, plan: RoutePlan, trace: AttemptTrace = no_trace
     ) -> tuple[str, Completion, list[Attempt]]:
         messages = req.to_messages()
         attempts: list[Attempt] = []
@@ -139,7 +169,8 @@ class RouterService:
             caller = self.experts[expert]
             coro = caller.generate(messages, self.params_for(req, expert))
             try:
-                result = await _with_timeout(coro, self._timeout(expert))
+                with trace(expert, len(attempts) + 1):
+                    result = await _with_timeout(coro, self._timeout(expert))
             except Exception as exc:  # every failure is translated, then retried or raised
                 err = self._failed(exc, expert, attempts)
                 if err is not None:
@@ -149,13 +180,16 @@ class RouterService:
             return expert, result, attempts
         raise self._exhausted(attempts)
 
-    async def open_stream(self, req: ChatCompletionRequest, plan: RoutePlan) -> OpenStream:
+    async def open_stream(
+        self, req: ChatCompletionRequest, plan: RoutePlan, trace: AttemptTrace = no_trace
+    ) -> OpenStream:
         messages = req.to_messages()
         attempts: list[Attempt] = []
         for expert in plan.chain:
             it = aiter(self.experts[expert].stream(messages, self.params_for(req, expert)))
             try:
-                first = await _with_timeout(anext(it), self._timeout(expert))
+                with trace(expert, len(attempts) + 1):
+                    first = await _with_timeout(anext(it), self._timeout(expert))
             except StopAsyncIteration:
                 first = StreamChunk("", "stop", 0, 0)
             except Exception as exc:
@@ -168,7 +202,9 @@ class RouterService:
             return OpenStream(expert, first, it, attempts)
         raise self._exhausted(attempts)
 
-    def _failed(self, exc: BaseException, expert: str, attempts: list[Attempt]) -> BaseException | None:
+    def _failed(
+        self, exc: BaseException, expert: str, attempts: list[Attempt]
+    ) -> BaseException | None:
         """Record a failed attempt; return the error to raise if it must not be retried."""
         err = translate(exc, expert)
         attempts.append(Attempt(expert, getattr(err, "message", None) or str(err)))
@@ -198,7 +234,3 @@ async def _aclose(it: AsyncIterator[StreamChunk]) -> None:
             await close()
         except Exception:  # closing a broken stream must not mask the original error
             log.debug("closing a failed stream raised", exc_info=True)
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000

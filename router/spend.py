@@ -58,7 +58,8 @@ def parse_range(from_: str | None, to: str | None) -> tuple[date | None, date | 
 
 
 def usd(nano: int) -> str:
-    return str(nano_to_usd(nano).quantize(_NINE))
+    # `f` format: str(Decimal) switches to 5E-9 below a micro-dollar.
+    return f"{nano_to_usd(nano).quantize(_NINE):f}"
 
 
 def _savings_pct(row: TotalsRow) -> str:

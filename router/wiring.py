@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from router.accounting import Accounting, spool_path
 from router.callers import (
     HandleClassifier,
     HandleExpert,
@@ -28,8 +29,36 @@ def build_classifier_caller(config: AppConfig, handle: Any | None) -> Classifier
     return InProcessClassifier(clf)
 
 
+def build_accounting(config: AppConfig, redis_url: str | None) -> Accounting:
+    """Telemetry always; ledger, keys and budgets when there is a Redis to keep them in."""
+    from router.telemetry import Telemetry
+
+    telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
+    if not redis_url:
+        if config.gateway.auth:
+            log.warning("gateway.auth is on but no REDIS_URL: every /v1 call will get 503")
+        return Accounting(config, telemetry=telemetry)
+    from router.budgets import Limiter
+    from router.keys import KeyStore
+    from router.ledger import Ledger
+    from router.redis_server import make_client
+
+    client = make_client(redis_url)
+    ledger = Ledger(redis_url, spool_path(), client=client, on_spool=telemetry.observe_spooled)
+    return Accounting(
+        config,
+        telemetry=telemetry,
+        ledger=ledger,
+        keys=KeyStore(client),
+        limiter=Limiter(client),
+    )
+
+
 def build_gateway(
-    config: AppConfig, classifier_handle: Any | None, expert_handles: dict[str, Any]
+    config: AppConfig,
+    classifier_handle: Any | None,
+    expert_handles: dict[str, Any],
+    redis_url: str | None = None,
 ) -> Gateway:
     from experts.registry import build_backend
 
@@ -41,4 +70,4 @@ def build_gateway(
             experts[name] = InProcessExpert(build_backend(name, spec))
     classifier = build_classifier_caller(config, classifier_handle)
     service = RouterService(config, classifier, experts)
-    return Gateway(service, experts)
+    return Gateway(service, experts, build_accounting(config, redis_url))

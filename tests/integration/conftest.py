@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -23,7 +24,8 @@ def free_port() -> int:
 
 POLICY = """
 version: 1
-classifier: {{kind: examples, placement: {placement}, oos_threshold: 0.3}}
+classifier:
+  {{kind: examples, placement: {placement}, oos_threshold: 0.3}}
 experts:
   tiny:
     backend: local
@@ -75,7 +77,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def gateway_redis(redis_server) -> str:  # type: ignore[no-untyped-def]
+    return str(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(  # type: ignore[no-untyped-def]
+    tiny_model: Path, gateway_redis: str, tmp_path_factory: pytest.TempPathFactory
+):
     from router.policy_file import parse_policy
     from router.server import start_gateway, stop_gateway
 
@@ -83,7 +92,11 @@ def gateway_url(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # 
     port = free_port()
     urls: list[str] = []
     t0 = time.monotonic()
-    _run_with_timeout(lambda: urls.append(start_gateway(config, "127.0.0.1", port)), STARTUP_TIMEOUT_S)
+    os.environ["SLM_ROUTER_SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
+    _run_with_timeout(
+        lambda: urls.append(start_gateway(config, "127.0.0.1", port, gateway_redis)),
+        STARTUP_TIMEOUT_S,
+    )
     print(f"gateway up in {time.monotonic() - t0:.1f}s")
     try:
         _wait_ready(urls[0])

@@ -18,7 +18,8 @@ def client(gateway_url: str) -> openai.OpenAI:
 
 def test_sync_auto_routes_to_domain_expert(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "write a python function to sort a list"}]
+        model="auto",
+        messages=[{"role": "user", "content": "write a python function to sort a list"}],
     )
     resp = raw.parse()
     assert raw.headers["x-slm-router-domain"] == "code"
@@ -84,7 +85,11 @@ def test_errors_cross_serve_in_envelope(client: openai.OpenAI, gateway_url: str)
             model="general-fake", messages=[{"role": "user", "content": "w " * 200}]
         )
     assert err.value.body["code"] == "context_length_exceeded"
-    r = httpx.post(f"{gateway_url}/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{gateway_url}/v1/chat/completions",
+        content=b"{",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     with pytest.raises(openai.APIStatusError) as err5:
         client.chat.completions.create(model="broken", messages=[{"role": "user", "content": "x"}])
@@ -93,7 +98,9 @@ def test_errors_cross_serve_in_envelope(client: openai.OpenAI, gateway_url: str)
 
 def test_prompt_over_local_context_window_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello " * 400}])
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hello " * 400}]
+        )
     assert err.value.body["code"] == "context_length_exceeded"
 
 
@@ -109,3 +116,37 @@ def test_models_route_and_readiness(client: openai.OpenAI, gateway_url: str) -> 
     assert plan["classification"]["label"] == "math"
     assert plan["plan"]["expert"] == "broken" and "tiny" in plan["plan"]["fallbacks"]
     assert httpx.get(f"{gateway_url}/readyz").status_code == 200
+
+
+def test_ledger_counts_every_request_exactly(client: openai.OpenAI, gateway_redis: str) -> None:
+    from router.ledger import Ledger
+
+    async def totals() -> dict[str, int]:
+        ledger = Ledger(gateway_redis, "/tmp/unused-spool.jsonl")
+        try:
+            rows = await ledger.totals(group_by="expert")
+            return {r.group[0]: r.requests for r in rows}
+        finally:
+            await ledger.aclose()
+
+    import time
+
+    before = asyncio.run(totals())
+    for i in range(5):
+        client.chat.completions.create(
+            model="code-fake", messages=[{"role": "user", "content": f"ledger probe {i}"}]
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = asyncio.run(totals())
+        if after.get("code-fake", 0) - before.get("code-fake", 0) >= 5:
+            break
+        time.sleep(0.2)
+    assert after.get("code-fake", 0) - before.get("code-fake", 0) == 5
+
+
+def test_metrics_exposes_request_histograms(client: openai.OpenAI, gateway_url: str) -> None:
+    client.chat.completions.create(model="code-fake", messages=[{"role": "user", "content": "m"}])
+    text = httpx.get(f"{gateway_url}/metrics").text
+    assert "expert=\"code-fake\"" in text
+    assert "_bucket" in text  # histograms, not just counters

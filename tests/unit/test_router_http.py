@@ -134,16 +134,32 @@ async def test_unknown_model_is_404(oai):
         (b"{not json", None),
         (json.dumps({"model": "auto"}).encode(), "messages"),
         (json.dumps({"model": "auto", "messages": []}).encode(), "messages"),
-        (json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), "messages[0].role"),
-        (json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), "messages[0].content"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}).encode(), "temperature"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).encode(), "max_tokens"),
+        (
+            json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(),
+            "messages[0].role",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(),
+            "messages[0].content",
+        ),
+        (
+            json.dumps(
+                {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}
+            ).encode(),
+            "temperature",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).encode(),
+            "max_tokens",
+        ),
         (json.dumps({"messages": [{"role": "user", "content": "   "}]}).encode(), "messages"),
         (json.dumps([1, 2]).encode(), None),
     ],
 )
 async def test_bad_requests_get_400_envelopes(http, body, param):
-    r = await http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    r = await http.post(
+        "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error"
@@ -170,7 +186,9 @@ async def test_all_experts_failing_is_a_5xx_envelope(oai):
     from openai import APIStatusError
 
     with pytest.raises(APIStatusError) as err:
-        await oai.chat.completions.create(model="broken", messages=[{"role": "user", "content": "x"}])
+        await oai.chat.completions.create(
+            model="broken", messages=[{"role": "user", "content": "x"}]
+        )
     assert err.value.status_code == 503
     assert "broken" in err.value.body["message"]
 

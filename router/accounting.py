@@ -1,0 +1,317 @@
+"""Per-request bookkeeping: who is calling, may they, what it cost, and the trace of it.
+
+The Gateway opens a Ticket before routing and closes it exactly once when the answer (or the
+error) is complete. Closing never raises and never waits on Redis: the ledger queues the record.
+Every part is optional, so the same gateway runs with no Redis (tests, a bare laptop) or all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from router.costs import estimate_nano, nano_to_usd, request_cost
+from router.ledger_types import CostRecord
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from router.budgets import Limiter, Reservation
+    from router.config import AppConfig
+    from router.keys import KeyInfo, KeyStore
+    from router.ledger import Ledger
+    from router.telemetry import Telemetry
+
+log = logging.getLogger("slm_router")
+ANONYMOUS_TEAM = "default"
+
+
+@dataclass
+class Ticket:
+    request_id: str
+    model: str
+    stream: bool
+    started: float = field(default_factory=time.monotonic)
+    ts: float = field(default_factory=time.time)
+    key: KeyInfo | None = None
+    reservation: Reservation | None = None
+    span: Span | None = None
+    spans: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    first_token_at: float | None = None
+    closed: bool = False
+
+    @property
+    def team(self) -> str:
+        return self.key.team if self.key else ANONYMOUS_TEAM
+
+    @property
+    def used_fraction(self) -> float | None:
+        return self.reservation.used_fraction if self.reservation else None
+
+    def mark_first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    expert: str
+    domain: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: int = 200
+    error: BaseException | None = None
+    reason: str = ""
+
+
+class Accounting:
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        telemetry: Telemetry | None = None,
+        ledger: Ledger | None = None,
+        keys: KeyStore | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.config = config
+        self.telemetry = telemetry
+        self.ledger = ledger
+        self.keys = keys
+        self.limiter = limiter
+        self._ledger_started = False
+        baseline = config.gateway.baseline_expert or config.routing.fallback
+        self.baseline_price = config.experts[baseline].price if baseline in config.experts else None
+
+    # ---- opening -------------------------------------------------------------------------
+    async def authenticate(
+        self, authorization: str | None, *, admin: bool = False
+    ) -> KeyInfo | None:
+        if not self.config.gateway.auth:
+            return None
+        if self.keys is None:
+            from router.keys import AccessUnavailable
+
+            raise AccessUnavailable("auth is on but no key store is configured (REDIS_URL)")
+        return await self.keys.require(authorization, admin=admin)
+
+    async def open(
+        self,
+        headers: Mapping[str, str],
+        *,
+        request_id: str,
+        model: str,
+        stream: bool,
+        prompt_chars: int,
+        max_tokens: int,
+    ) -> Ticket:
+        ticket = Ticket(request_id, model, stream)
+        if self.telemetry is not None:
+            ticket.span = ticket.spans.enter_context(
+                self.telemetry.request_span(
+                    headers, model=model, request_id=request_id, max_tokens=max_tokens
+                )
+            )
+        try:
+            ticket.key = await self.authenticate(headers.get("authorization"))
+            if ticket.key is not None and self.limiter is not None:
+                estimate = self._estimate(prompt_chars, max_tokens)
+                ticket.reservation = await self.limiter.admit(
+                    ticket.key, estimate, prompt_chars // 4 + max_tokens
+                )
+        except BaseException as exc:
+            self._end_span(ticket, exc)
+            raise
+        if ticket.span is not None:
+            ticket.span.set_attribute("slm_router.team", ticket.team)
+        return ticket
+
+    def _estimate(self, prompt_chars: int, max_tokens: int) -> int:
+        """Worst case over the experts, so a budget can't be overshot by a routing surprise.
+        Prompt tokens are estimated at 4 characters each before tokenising."""
+        prompt_tokens = prompt_chars // 4 + 1
+        return max(
+            (
+                estimate_nano(s.price, prompt_tokens, max_tokens)
+                for s in self.config.experts.values()
+            ),
+            default=0,
+        )
+
+    # ---- tracing helpers ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def child(self, name: str, **attrs: Any) -> Iterator[None]:
+        if self.telemetry is None:
+            yield
+            return
+        with self.telemetry.child(name, **attrs):
+            yield
+
+    def attempt(self, expert: str, attempt: int) -> contextlib.AbstractContextManager[object]:
+        if self.telemetry is None:
+            return contextlib.nullcontext()
+        spec = self.config.experts.get(expert)
+        return self.telemetry.expert_attempt(expert, spec.model if spec else expert, attempt)
+
+    def observe_route(
+        self,
+        ticket: Ticket,
+        *,
+        domain: str,
+        confidence: float,
+        reason: str,
+        expert: str,
+        classify_s: float,
+    ) -> None:
+        if self.telemetry is None:
+            return
+        if ticket.span is not None:
+            self.telemetry.set_route(
+                ticket.span, domain=domain, confidence=confidence, reason=reason, expert=expert
+            )
+        self.telemetry.observe_decision(domain=domain, expert=expert)
+        self.telemetry.observe_classifier(classify_s, self.config.classifier.kind)
+
+    # ---- closing -------------------------------------------------------------------------
+    async def close(self, ticket: Ticket, outcome: Outcome) -> None:
+        """Settle, record and end the trace, once; never raises."""
+        if ticket.closed:
+            return
+        ticket.closed = True
+        try:
+            await self._close(ticket, outcome)
+        except Exception:  # bookkeeping must never turn an answer into an error
+            log.exception("accounting: closing request %s failed", ticket.request_id)
+        finally:
+            self._end_span(ticket, outcome.error)
+
+    async def _close(self, ticket: Ticket, o: Outcome) -> None:
+        now = time.monotonic()
+        latency_s = now - ticket.started
+        ttft_s = (ticket.first_token_at - ticket.started) if ticket.first_token_at else None
+        spec = self.config.experts.get(o.expert)
+        cost = request_cost(
+            spec.price if spec else _ZERO,
+            self.baseline_price,
+            o.prompt_tokens,
+            o.completion_tokens,
+            busy_seconds=latency_s if o.error is None else 0.0,
+        )
+        if ticket.reservation is not None and self.limiter is not None:
+            await self.limiter.settle(
+                ticket.reservation, cost.cost_nano, o.prompt_tokens + o.completion_tokens
+            )
+        if self.ledger is not None:
+            if not self._ledger_started:
+                self._ledger_started = True
+                await self.ledger.start()  # the spool replay loop needs a running event loop
+            with self.child("ledger.write"):
+                await self.ledger.record(
+                    self._record(ticket, o, cost.cost_nano, cost.baseline_nano, latency_s, ttft_s)
+                )
+        if self.telemetry is not None:
+            self._observe(ticket, o, latency_s, ttft_s, cost.cost_nano, cost.baseline_nano)
+
+    def _record(
+        self,
+        t: Ticket,
+        o: Outcome,
+        cost: int,
+        baseline: int,
+        latency_s: float,
+        ttft_s: float | None,
+    ) -> CostRecord:
+        return CostRecord(
+            request_id=t.request_id,
+            ts=t.ts,
+            team=t.team,
+            expert=o.expert,
+            domain=o.domain,
+            input_tokens=o.prompt_tokens,
+            output_tokens=o.completion_tokens,
+            cost_nano=cost,
+            baseline_nano=baseline,
+            latency_ms=latency_s * 1000,
+            ttft_ms=None if ttft_s is None else ttft_s * 1000,
+            status=o.status,
+            error_type=getattr(o.error, "error_type", "")
+            or (type(o.error).__name__ if o.error else ""),
+            key_id=t.key.key_id if t.key else "",
+            model=t.model,
+            route_reason=o.reason,
+        )
+
+    def _observe(
+        self,
+        t: Ticket,
+        o: Outcome,
+        latency_s: float,
+        ttft_s: float | None,
+        cost: int,
+        baseline: int,
+    ) -> None:
+        assert self.telemetry is not None
+        cost_usd, baseline_usd = float(nano_to_usd(cost)), float(nano_to_usd(baseline))
+        if t.span is not None:
+            self.telemetry.set_usage(
+                t.span,
+                response_model=o.expert,
+                input_tokens=o.prompt_tokens,
+                output_tokens=o.completion_tokens,
+                cost_usd=cost_usd,
+                baseline_usd=baseline_usd,
+            )
+        self.telemetry.observe_request(
+            expert=o.expert,
+            domain=o.domain,
+            duration_s=latency_s,
+            status=o.status,
+            stream=t.stream,
+            ttft_s=ttft_s,
+            input_tokens=o.prompt_tokens,
+            output_tokens=o.completion_tokens,
+            cost_usd=cost_usd,
+            baseline_usd=baseline_usd,
+            team=t.team,
+        )
+        if o.error is not None:
+            self.telemetry.observe_error(
+                getattr(o.error, "error_type", None) or type(o.error).__name__, o.expert
+            )
+
+    def _end_span(self, ticket: Ticket, error: BaseException | None) -> None:
+        if ticket.span is not None and error is not None and self.telemetry is not None:
+            self.telemetry.set_error(ticket.span, error)
+        try:
+            ticket.spans.close()
+        except Exception:  # a span closed out of context order; the data is already recorded
+            log.debug("closing request span failed", exc_info=True)
+
+
+class _NoPrice:
+    input_per_1m = 0.0
+    output_per_1m = 0.0
+    per_replica_hour = 0.0
+
+
+_ZERO = _NoPrice()
+
+
+def spool_path(data_dir: str | None = None) -> str:
+    """One spool file shared by the replicas on a host: appends are single O_APPEND writes of
+    whole lines, and replay claims the file by an atomic rename, so any replica (or a restarted
+    one) replays what another left behind."""
+    from router.redis_server import default_data_dir
+
+    base = (
+        data_dir
+        or os.environ.get("SLM_ROUTER_SPOOL_DIR")
+        or str(default_data_dir().parent / "spool")
+    )
+    os.makedirs(base, exist_ok=True)
+    return os.path.join(base, "ledger.jsonl")

@@ -1,0 +1,334 @@
+"""`slm-router keys ...` and `slm-router spend ...`: admin commands straight against Redis.
+
+Which Redis: --redis-url, else $REDIS_URL, else the embedded server of the default data dir.
+The gateway's embedded server records its pid and port in `<data dir>/embedded.json`
+(router.redis_server), so a CLI run beside a running gateway attaches to that server; with no
+gateway running, the CLI starts the server on the same data dir for the duration of the command
+and stops it afterwards (SHUTDOWN fsyncs the append-only file, so the gateway sees the change on
+its next start).
+
+Also runnable on its own: `python -m router.admin_cli keys create --team T`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from router.costs import nano_to_usd
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+DEFAULT_PREFIX = "slm"
+
+
+# ---- connecting ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_url_for(args: argparse.Namespace) -> Iterator[str]:
+    """The URL to use for this command; an embedded server started here is stopped on exit."""
+    from router.redis_server import EmbeddedRedis
+
+    url = getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(getattr(args, "data_dir", None))
+    url = server.start()  # attaches to the gateway's server when one is running
+    try:
+        yield url
+    finally:
+        server.stop()  # a no-op for an attached server: it belongs to the gateway
+
+
+def _run(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> int:
+    from router.redis_server import RedisServerError, make_client
+
+    async def go(url: str) -> int:
+        client = make_client(url)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+
+    try:
+        with redis_url_for(args) as url:
+            return asyncio.run(go(url))
+    except RedisServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        print(f"error: cannot reach Redis ({exc})", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if type(exc).__module__.startswith("redis"):
+            print(f"error: Redis: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _add_redis_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", help="default: $REDIS_URL, else the embedded server")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the embedded server's data dir (default: the gateway's, under XDG_DATA_HOME)",
+    )
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=argparse.SUPPRESS)
+
+
+def _usd_arg(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}")
+    return value
+
+
+def _count_arg(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+# ---- keys ----------------------------------------------------------------------------------------
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from router.keys import KeyStore
+
+    async def body(redis: Redis) -> int:
+        store = KeyStore(redis, prefix=args.prefix)
+        created = await store.create_key(
+            args.team,
+            budget_usd=args.budget_usd,
+            period=args.period,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            admin=args.admin,
+            name=args.name,
+        )
+        info = created.info
+        # The key alone on stdout (KEY=$(slm-router keys create ...)); the rest on stderr.
+        print(created.plaintext)
+        extras = [f"rpm={info.rpm or 'unlimited'}", f"tpm={info.tpm or 'unlimited'}"]
+        if args.budget_usd is not None:
+            extras.append(f"budget=${nano_to_usd(_nano(args.budget_usd))}/{args.period}")
+        if info.admin:
+            extras.append("admin")
+        print(
+            f"created {info.key_id} for team {info.team} ({', '.join(extras)}); "
+            "the key is shown once: store it now",
+            file=sys.stderr,
+        )
+        return 0
+
+    return _run(args, body)
+
+
+def _nano(usd: Decimal) -> int:
+    from router.costs import usd_to_nano
+
+    return usd_to_nano(usd)
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from router.keys import KeyStore
+
+    async def body(redis: Redis) -> int:
+        store = KeyStore(redis, prefix=args.prefix)
+        keys = await store.list_keys(team=args.team)
+        if not args.all:
+            keys = [k for k in keys if not k.revoked]
+        budgets = {t: await store.budget(t) for t in sorted({k.team for k in keys})}
+        if args.json:
+            rows = [_key_json(k, budgets.get(k.team)) for k in keys]
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(_key_table(keys, budgets), end="")
+        return 0
+
+    return _run(args, body)
+
+
+def _key_json(k: Any, budget: Any) -> dict[str, Any]:
+    return {
+        "key_id": k.key_id,
+        "team": k.team,
+        "name": k.name,
+        "admin": k.admin,
+        "rpm": k.rpm,
+        "tpm": k.tpm,
+        "revoked": k.revoked,
+        "created_at": k.created_at,
+        "team_budget_usd": str(budget.budget_usd) if budget else None,
+        "team_budget_period": budget.period if budget else None,
+    }
+
+
+def _key_table(keys: Sequence[Any], budgets: dict[str, Any]) -> str:
+    import time
+
+    header = ["key_id", "team", "name", "admin", "rpm", "tpm", "team_budget", "created", "state"]
+    lines = [header]
+    for k in sorted(keys, key=lambda k: (k.team, k.created_at, k.key_id)):
+        b = budgets.get(k.team)
+        lines.append(
+            [
+                k.key_id,
+                k.team,
+                k.name or "-",
+                "yes" if k.admin else "no",
+                str(k.rpm or "-"),
+                str(k.tpm or "-"),
+                f"${b.budget_usd}/{b.period}" if b else "-",
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created_at)),
+                "revoked" if k.revoked else "active",
+            ]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines
+    ]
+    if len(lines) == 1:
+        out.append("(no keys)")
+    return "\n".join(out) + "\n"
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from router.keys import KeyStore
+
+    async def body(redis: Redis) -> int:
+        if await KeyStore(redis, prefix=args.prefix).revoke(args.key_id):
+            print(f"revoked {args.key_id} (replicas stop accepting it within seconds)")
+            return 0
+        print(f"error: no key with id {args.key_id}", file=sys.stderr)
+        return 1
+
+    return _run(args, body)
+
+
+def _keys_budget(args: argparse.Namespace) -> int:
+    from router.keys import KeyStore
+
+    async def body(redis: Redis) -> int:
+        store = KeyStore(redis, prefix=args.prefix)
+        await store.set_budget(args.team, None if args.clear else args.budget_usd, args.period)
+        b = await store.budget(args.team)
+        print(f"team {args.team}: " + (f"${b.budget_usd} per {b.period}" if b else "no budget"))
+        return 0
+
+    return _run(args, body)
+
+
+def add_key_subcommands(sub: Any) -> None:
+    """`keys create|list|revoke|budget` on the subparsers of a `keys` command."""
+    p = sub.add_parser("create", help="create an API key (printed once) for a team")
+    p.add_argument("--team", required=True)
+    p.add_argument("--budget-usd", type=_usd_arg, help="set the team's budget (shared by its keys)")
+    p.add_argument("--period", choices=("day", "month"), default="month")
+    p.add_argument("--rpm", type=_count_arg, default=0, help="requests per minute (0: unlimited)")
+    p.add_argument("--tpm", type=_count_arg, default=0, help="tokens per minute (0: unlimited)")
+    p.add_argument("--admin", action="store_true", help="may read spend and manage the gateway")
+    p.add_argument("--name", default="", help="a label for humans")
+    _add_redis_args(p)
+    p.set_defaults(func=_keys_create)
+
+    p = sub.add_parser("list", help="list keys (never the keys themselves: only hashes are kept)")
+    p.add_argument("--team")
+    p.add_argument("--all", action="store_true", help="include revoked keys")
+    p.add_argument("--json", action="store_true")
+    _add_redis_args(p)
+    p.set_defaults(func=_keys_list)
+
+    p = sub.add_parser("revoke", help="revoke a key by its id (key_...)")
+    p.add_argument("key_id")
+    _add_redis_args(p)
+    p.set_defaults(func=_keys_revoke)
+
+    p = sub.add_parser("budget", help="set or clear a team's budget")
+    p.add_argument("--team", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--budget-usd", type=_usd_arg)
+    group.add_argument("--clear", action="store_true")
+    p.add_argument("--period", choices=("day", "month"), default="month")
+    _add_redis_args(p)
+    p.set_defaults(func=_keys_budget)
+
+
+# ---- spend ---------------------------------------------------------------------------------------
+
+
+def _spend_report(args: argparse.Namespace) -> int:
+    from router.ledger import Ledger
+    from router.spend import parse_dims, parse_range, spend_csv, spend_table
+
+    try:
+        group_by = ",".join(parse_dims(args.group_by))
+        lo, hi = parse_range(args.from_, args.to)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def body(redis: Redis) -> int:
+        # Read-only: the spool path is required by Ledger but never written by queries.
+        spool = Path(tempfile.gettempdir()) / "slm-router-cli-unused.jsonl"
+        ledger = Ledger("", spool, prefix=args.prefix, client=redis)
+        rows = await ledger.totals(group_by, lo, hi, args.team)
+        print(spend_csv(rows, group_by) if args.csv else spend_table(rows, group_by), end="")
+        return 0
+
+    return _run(args, body)
+
+
+def add_spend_subcommands(sub: Any) -> None:
+    """`spend report` on the subparsers of a `spend` command."""
+    p = sub.add_parser("report", help="spend totals, the same table as GET /v1/spend")
+    p.add_argument(
+        "--group-by",
+        default="team",
+        help="team|expert|domain|day, or several joined by commas (e.g. day,team)",
+    )
+    p.add_argument("--from", dest="from_", metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
+    p.add_argument("--to", metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    p.add_argument("--team")
+    p.add_argument("--csv", action="store_true", help="CSV, as GET /v1/spend.csv")
+    _add_redis_args(p)
+    p.set_defaults(func=_spend_report)
+
+
+# ---- standalone ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slm-router", description="keys and spend admin")
+    sub = parser.add_subparsers(dest="command", required=True)
+    keys = sub.add_parser("keys", help="API keys, teams and budgets")
+    add_key_subcommands(keys.add_subparsers(dest="keys_command", required=True))
+    spend = sub.add_parser("spend", help="spend reports from the ledger")
+    add_spend_subcommands(spend.add_subparsers(dest="spend_command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""`slm-router policy explain|simulate`: prompts through the policy's real classifier and the
+engine, without generating. Aggregation is policies.simulate's (pure); this module does the I/O:
+reading traffic, batching the classifier, counting tokens, the table and the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from policies import decide
+from policies.compiled import CompiledPolicy
+from policies.errors import PolicyError
+from policies.simulate import SimRecord, routed_domain, summarize
+from policies.types import RequestContext, RoutePlan, Scores
+from router.config import AppConfig
+
+if TYPE_CHECKING:
+    from classifiers import Classification, Classifier
+    from experts.spec import ExpertSpec
+
+BATCH_SIZE = 64
+DEFAULT_COMPLETION_TOKENS = 256
+CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text
+AUTO_MODELS = frozenset({"", "auto"})
+
+
+def build_policy_classifier(config: AppConfig) -> Classifier:
+    """The classifier the gateway would build in-process for this policy (router.wiring does
+    the same call; paths in `config` are already absolute, see router.config)."""
+    from classifiers import build_classifier
+
+    return build_classifier(config.classifier, config.route_examples(), Path.cwd())
+
+
+def scores_of(c: Classification) -> Scores:
+    return Scores(c.label, c.confidence, c.out_of_scope, c.escalate)
+
+
+# --- traffic ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrafficRow:
+    text: str
+    label: str | None = None
+    team: str | None = None
+    user: str | None = None
+    model: str | None = None
+    completion_tokens: int | None = None  # observed, when the file has it
+
+
+def _text_of(row: Mapping[str, Any], text_field: str) -> str | None:
+    value = row.get(text_field)
+    if isinstance(value, str):
+        return value
+    messages = row.get("messages")  # an OpenAI request body: route on the last user message
+    if isinstance(messages, list):
+        for m in reversed(messages):
+            if isinstance(m, Mapping) and m.get("role") == "user":
+                content = m.get("content")
+                return content if isinstance(content, str) else json.dumps(content)
+    return None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def read_traffic(
+    path: Path, text_field: str = "text", label_field: str | None = None
+) -> list[TrafficRow]:
+    """JSONL: one object per line with `text_field` (or OpenAI `messages`), optionally the
+    label, `team`, `user`, `model` (a pin) and observed `completion_tokens`."""
+    rows: list[TrafficRow] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object")
+            text = _text_of(obj, text_field)
+            if text is None:
+                raise ValueError(f"{path}:{lineno}: no '{text_field}' string and no user message")
+            completion = obj.get("completion_tokens")
+            rows.append(
+                TrafficRow(
+                    text=text,
+                    label=_opt_str(obj.get(label_field)) if label_field else None,
+                    team=_opt_str(obj.get("team")),
+                    user=_opt_str(obj.get("user")),
+                    model=_opt_str(obj.get("model")),
+                    completion_tokens=completion if isinstance(completion, int) else None,
+                )
+            )
+    return rows
+
+
+# --- token counting --------------------------------------------------------------------------
+
+CountFn = Callable[[str], int]
+
+
+def estimate_tokens(text: str) -> int:
+    """ceil(characters / 4), at least 1: within about 10-20% of real BPE counts on English
+    prose, worse on code and non-Latin scripts. Used where no tokenizer loads cheaply."""
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def _hf_tokenizer(path: str) -> CountFn:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+
+    def count(text: str) -> int:
+        return max(1, len(tok(text, add_special_tokens=False)["input_ids"]))
+
+    return count
+
+
+def _local_tokenizer_path(spec: ExpertSpec) -> str | None:
+    """A folder whose tokenizer loads in about a second, or None. GGUF checkpoints count only
+    once converted (experts.gguf caches the conversion): parsing the GGUF file itself for its
+    tokenizer takes 15-40 s on a small CPU, more than most replays."""
+    from experts.builtin import resolve
+
+    try:
+        resolved = resolve(spec)
+    except Exception:  # builtin package missing: estimate instead
+        return None
+    if resolved.gguf_file:
+        from experts.gguf import _DONE_MARKER, converted_dir, resolve_gguf
+
+        try:
+            folder = converted_dir(resolve_gguf(resolved.model, resolved.gguf_file))
+        except Exception:  # a hub GGUF not in the cache (offline)
+            return None
+        return str(folder) if (folder / _DONE_MARKER).is_file() else None
+    return resolved.model  # a local folder, or a hub id found only if already cached
+
+
+def _remote_counter(spec: ExpertSpec) -> CountFn:
+    import litellm
+
+    model = spec.model
+
+    def count(text: str) -> int:
+        return max(1, int(litellm.token_counter(model=model, text=text)))
+
+    return count
+
+
+def counter_for(spec: ExpertSpec) -> tuple[CountFn, str]:
+    """(count function, how it counts) for one expert; never raises."""
+    try:
+        if spec.backend == "remote":
+            fn = _remote_counter(spec)
+            fn("probe")
+            return (
+                fn,
+                "litellm.token_counter (tiktoken; exact for OpenAI models, approximate for others)",
+            )
+        if spec.backend == "local":
+            path = _local_tokenizer_path(spec)
+            if path is not None:
+                return _hf_tokenizer(path), f"tokenizer of {spec.model}"
+    except Exception:  # offline, not cached, not installed: fall through to the estimate
+        pass
+    return estimate_tokens, "estimate: ceil(chars / 4)"
+
+
+class TokenCounters:
+    """Per-expert counters, built on first use (a replay touching two experts loads two)."""
+
+    def __init__(self, experts: Mapping[str, ExpertSpec], mode: Literal["auto", "estimate"]):
+        self._experts = experts
+        self._mode = mode
+        self._fns: dict[str, CountFn] = {}
+        self.methods: dict[str, str] = {}
+
+    def count(self, expert: str, text: str) -> int:
+        fn = self._fns.get(expert)
+        if fn is None:
+            spec = self._experts.get(expert)
+            if self._mode == "estimate" or spec is None:
+                fn, how = estimate_tokens, "estimate: ceil(chars / 4)"
+            else:
+                fn, how = counter_for(spec)
+            self._fns[expert], self.methods[expert] = fn, how
+        return fn(text)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replayed:
+    records: list[SimRecord]
+    refused: Counter[str]  # PolicyError code -> count (pins the policy refuses)
+    classify_s: float
+
+
+def context_for(
+    row: TrafficRow, i: int, team: str | None, user: str | None, budget: float | None
+) -> RequestContext:
+    model = row.model
+    return RequestContext(
+        text=row.text,
+        pinned_model=None if model is None or model in AUTO_MODELS else model,
+        team=row.team or team,
+        user=row.user or user,
+        request_id=f"sim-{i}",
+        budget_used_fraction=budget,
+    )
+
+
+def _batches(n: int, size: int) -> Iterable[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def replay(
+    config: AppConfig,
+    classifier: Classifier,
+    rows: Sequence[TrafficRow],
+    *,
+    counters: TokenCounters,
+    completion_tokens: int,
+    team: str | None = None,
+    user: str | None = None,
+    budget_used: float | None = None,
+    progress: bool = True,
+) -> Replayed:
+    from tqdm import tqdm
+
+    compiled = CompiledPolicy.build(config.routing, config.experts)
+    records: list[SimRecord] = []
+    refused: Counter[str] = Counter()
+    classify_s = 0.0
+    # disable=None: tqdm hides itself when stderr is not a terminal (CI logs, pipes).
+    bar = tqdm(total=len(rows), unit="prompt", disable=None if progress else True, leave=False)
+    with bar:
+        for start, stop in _batches(len(rows), BATCH_SIZE):
+            chunk = rows[start:stop]
+            t0 = time.perf_counter()
+            classes = classifier.classify([r.text for r in chunk])
+            classify_s += time.perf_counter() - t0
+            for i, (row, c) in enumerate(zip(chunk, classes, strict=True), start):
+                ctx = context_for(row, i, team, user, budget_used)
+                try:
+                    plan = decide(compiled, scores_of(c), ctx)
+                except PolicyError as exc:
+                    refused[exc.code or "policy_error"] += 1
+                    continue
+                records.append(_record(plan, row, counters, completion_tokens))
+            bar.update(len(chunk))
+    return Replayed(records, refused, classify_s)
+
+
+def _record(
+    plan: RoutePlan, row: TrafficRow, counters: TokenCounters, completion_tokens: int
+) -> SimRecord:
+    # One count per request, with the serving expert's tokenizer; the baseline reuses it
+    # (a different tokenizer for the fallback would shift its count by a few percent).
+    return SimRecord(
+        plan=plan,
+        label=row.label,
+        prompt_tokens=counters.count(plan.expert, row.text),
+        completion_tokens=row.completion_tokens
+        if row.completion_tokens is not None
+        else completion_tokens,
+    )
+
+
+def confusions(
+    records: Iterable[SimRecord], oos_label: str, match: str, top: int = 10
+) -> list[dict[str, Any]]:
+    """The most frequent (label -> routed) mistakes."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    for rec in records:
+        if rec.label is None:
+            continue
+        got = rec.plan.expert if match == "expert" else routed_domain(rec.plan, oos_label)
+        if got != rec.label:
+            pairs[(rec.label, got)] += 1
+    return [{"label": a, "routed": b, "count": n} for (a, b), n in pairs.most_common(top)]
+
+
+def simulation_report(
+    config: AppConfig,
+    replayed: Replayed,
+    *,
+    match: Literal["domain", "expert"],
+    oos_label: str,
+    counters: TokenCounters,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    prices = {name: spec.price for name, spec in config.experts.items() if _per_token(spec)}
+    report = summarize(
+        replayed.records, prices, config.routing.fallback, match=match, oos_label=oos_label
+    ).to_dict()
+    n = len(replayed.records) + sum(replayed.refused.values())
+    report.update(
+        {
+            "refused": dict(replayed.refused),
+            "top_confusions": confusions(replayed.records, oos_label, match),
+            "match": match,
+            "tokens": {
+                "prompt_mean": _mean(r.prompt_tokens for r in replayed.records),
+                "completion_per_request": completion_tokens,
+                "counted_with": dict(sorted(counters.methods.items())),
+            },
+            "classify_seconds": round(replayed.classify_s, 3),
+            "prompts_per_second": round(n / replayed.classify_s, 1)
+            if replayed.classify_s
+            else None,
+        }
+    )
+    return report
+
+
+def _per_token(spec: ExpertSpec) -> bool:
+    # Experts priced only per replica-hour cost nothing per request (policies.simulate): left
+    # out of `prices` so they are listed as unpriced instead of silently free.
+    return spec.price.input_per_1m > 0 or spec.price.output_per_1m > 0
+
+
+def _mean(values: Iterable[int]) -> float | None:
+    items = list(values)
+    return round(sum(items) / len(items), 1) if items else None
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def _share_table(title: str, counts: Mapping[str, int], total: int) -> list[str]:
+    width = max([len(title), *map(len, counts)])
+    lines = [f"{title:<{width}}  requests   share"]
+    for name, n in counts.items():
+        lines.append(f"{name:<{width}}  {n:>8}  {100 * n / max(total, 1):5.1f}%")
+    return lines
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    n = report["requests"]
+    lines = [
+        f"requests: {n} routed, {sum(report['refused'].values())} refused, "
+        f"{report['labeled']} labelled; classifier {report['classify_seconds']} s "
+        f"({report['prompts_per_second']} prompts/s)",
+        "",
+        *_share_table("expert", report["by_expert"], n),
+        "",
+        *_share_table("domain", report["by_domain"], n),
+        "",
+        *_share_table("rule", report["by_rule"], n),
+        "",
+    ]
+    acc = report["routing_accuracy"]
+    if acc is None:
+        lines.append("routing accuracy: n/a (no labels; pass --label-field)")
+    else:
+        lines.append(f"routing accuracy ({report['match']}): {acc:.3f} over {report['labeled']}")
+        for c in report["top_confusions"][:5]:
+            lines.append(f"  {c['label']} -> {c['routed']}: {c['count']}")
+    lines.append(
+        f"cost per 1k requests: ${report['cost_per_1k']:.4f} "
+        f"(shadow ${report['shadow_cost_per_1k']:.4f}); baseline, all to "
+        f"{report['fallback']}: ${report['baseline_cost_per_1k']:.4f}; "
+        f"savings {100 * report['savings']:.1f}%"
+    )
+    tokens = report["tokens"]
+    lines.append(
+        f"tokens: prompt mean {tokens['prompt_mean']}, completion "
+        f"{tokens['completion_per_request']} per request (assumed unless the traffic has them)"
+    )
+    for expert, how in tokens["counted_with"].items():
+        lines.append(f"  {expert}: {how}")
+    if report["unpriced"]:
+        lines.append("no per-token price (cost 0 here): " + ", ".join(report["unpriced"]))
+    return "\n".join(lines)
+
+
+def write_outputs(report: Mapping[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    chart = out / "routing.png"
+    write_chart(report, chart)
+    return [path, chart]
+
+
+def write_chart(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, key, title in (
+        (axes[0], "by_expert", "requests by expert"),
+        (axes[1], "by_domain", "requests by routed domain"),
+    ):
+        counts = report[key]
+        ax.bar(list(counts), list(counts.values()), color="#4c72b0")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=45)
+    costs = {"policy": report["cost_per_1k"], "all to fallback": report["baseline_cost_per_1k"]}
+    axes[2].bar(list(costs), list(costs.values()), color=["#55a868", "#c44e52"])
+    axes[2].set_title(f"USD per 1k requests (savings {100 * report['savings']:.1f}%)")
+    acc = report["routing_accuracy"]
+    fig.suptitle(
+        f"{report['requests']} requests" + ("" if acc is None else f", routing accuracy {acc:.3f}")
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
