@@ -41,7 +41,6 @@ class Ticket:
     key: KeyInfo | None = None
     reservation: Reservation | None = None
     span: Span | None = None
-    spans: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     first_token_at: float | None = None
     closed: bool = False
 
@@ -112,10 +111,8 @@ class Accounting:
     ) -> Ticket:
         ticket = Ticket(request_id, model, stream)
         if self.telemetry is not None:
-            ticket.span = ticket.spans.enter_context(
-                self.telemetry.request_span(
-                    headers, model=model, request_id=request_id, max_tokens=max_tokens
-                )
+            ticket.span = self.telemetry.start_request_span(
+                headers, model=model, request_id=request_id, max_tokens=max_tokens
             )
         try:
             ticket.key = await self.authenticate(headers.get("authorization"))
@@ -144,6 +141,17 @@ class Accounting:
         )
 
     # ---- tracing helpers ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def current(self, ticket: Ticket) -> Iterator[None]:
+        """Make the request span current for a stretch of work in one task."""
+        if ticket.span is None:
+            yield
+            return
+        from opentelemetry import trace
+
+        with trace.use_span(ticket.span, end_on_exit=False):
+            yield
+
     @contextlib.contextmanager
     def child(self, name: str, **attrs: Any) -> Iterator[None]:
         if self.telemetry is None:
@@ -184,7 +192,8 @@ class Accounting:
             return
         ticket.closed = True
         try:
-            await self._close(ticket, outcome)
+            with self.current(ticket):
+                await self._close(ticket, outcome)
         except Exception:  # bookkeeping must never turn an answer into an error
             log.exception("accounting: closing request %s failed", ticket.request_id)
         finally:
@@ -285,12 +294,11 @@ class Accounting:
             )
 
     def _end_span(self, ticket: Ticket, error: BaseException | None) -> None:
-        if ticket.span is not None and error is not None and self.telemetry is not None:
+        if ticket.span is None:
+            return
+        if error is not None and self.telemetry is not None:
             self.telemetry.set_error(ticket.span, error)
-        try:
-            ticket.spans.close()
-        except Exception:  # a span closed out of context order; the data is already recorded
-            log.debug("closing request span failed", exc_info=True)
+        ticket.span.end()
 
 
 class _NoPrice:

@@ -90,6 +90,11 @@ class Gateway:
             prompt_chars=sum(len(m.text()) for m in req.messages),
             max_tokens=req.max_completion_tokens or req.max_tokens or 256,
         )
+        with acct.current(ticket):
+            return await self._chat(req, ticket)
+
+    async def _chat(self, req: ChatCompletionRequest, ticket: Ticket) -> ChatResult:
+        acct = self.accounting
         plan: RoutePlan | None = None
         try:
             with acct.child("classify"):

@@ -40,9 +40,8 @@ def apply_file(path: str | os.PathLike[str], address: str | None = None) -> tupl
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            address=address or os.environ.get("RAY_ADDRESS") or "auto", logging_level=logging.WARNING
-        )
+        target = address or os.environ.get("RAY_ADDRESS") or "auto"
+        ray.init(address=target, logging_level=logging.WARNING)
     return config, apply_config(config, redis_url)
 
 

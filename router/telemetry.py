@@ -175,6 +175,32 @@ class Telemetry:
         """Adds `traceparent` for the current span (for calls to remote experts)."""
         self._propagator.inject(headers)
 
+    def start_request_span(
+        self,
+        headers: Mapping[str, str],
+        *,
+        model: str,
+        operation: str = "chat",
+        request_id: str = "",
+        team: str = "",
+        max_tokens: int | None = None,
+    ) -> Span:
+        """The request's root span, started but not made current: a streamed answer ends it in
+        another task, and a contextvars token can only be reset in the task that set it."""
+        attrs: dict[str, Any] = {OPERATION: operation, REQUEST_MODEL: model}
+        if request_id:
+            attrs[REQUEST_ID] = request_id
+        if team:
+            attrs[TEAM] = team
+        if max_tokens is not None:
+            attrs[REQUEST_MAX_TOKENS] = max_tokens
+        return self.tracer.start_span(
+            f"{operation} {model}",
+            context=self.extract(headers),
+            kind=SpanKind.SERVER,
+            attributes=attrs,
+        )
+
     @contextmanager
     def request_span(
         self,
@@ -186,22 +212,18 @@ class Telemetry:
         team: str = "",
         max_tokens: int | None = None,
     ) -> Iterator[Span]:
-        """The request's root span (a child of the caller's, if it sent `traceparent`)."""
-        attrs: dict[str, Any] = {OPERATION: operation, REQUEST_MODEL: model}
-        if request_id:
-            attrs[REQUEST_ID] = request_id
-        if team:
-            attrs[TEAM] = team
-        if max_tokens is not None:
-            attrs[REQUEST_MAX_TOKENS] = max_tokens
-        with self.tracer.start_as_current_span(
-            f"{operation} {model}",
-            context=self.extract(headers),
-            kind=SpanKind.SERVER,
-            attributes=attrs,
-            record_exception=True,
-            set_status_on_exception=True,
-        ) as span:
+        """The request's root span as the current span (a child of the caller's `traceparent`)."""
+        span = self.start_request_span(
+            headers,
+            model=model,
+            operation=operation,
+            request_id=request_id,
+            team=team,
+            max_tokens=max_tokens,
+        )
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=True, set_status_on_exception=True
+        ):
             yield span
 
     @contextmanager
