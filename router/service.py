@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -19,9 +19,10 @@ from experts.base import Completion, GenerationParams, Message, StreamChunk
 from experts.errors import ExpertError, ExpertTimeout, ExpertUnavailable
 from policies.compiled import CompiledPolicy
 from policies.engine import decide
-from policies.types import ExpertStats, RequestContext, RoutePlan, Scores
+from policies.types import RequestContext, RoutePlan, Scores
 from router.config import AppConfig
 from router.errors import InvalidRequest
+from router.livestats import LiveStats
 from router.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
@@ -97,13 +98,13 @@ class RouterService:
         config: AppConfig,
         classifier: ClassifierCaller,
         experts: Mapping[str, ExpertCaller],
-        stats: Callable[[], Mapping[str, ExpertStats]] | None = None,
+        stats: LiveStats | None = None,
     ) -> None:
         self.config = config
         self.policy = CompiledPolicy.build(config.routing, config.experts)
         self.classifier = classifier
         self.experts = experts
-        self._stats = stats or (lambda: {})
+        self.stats = stats or LiveStats()
 
     # ---- routing -------------------------------------------------------------------------
     def pinned_model(self, model: str | None) -> str | None:
@@ -143,7 +144,7 @@ class RouterService:
             classification.out_of_scope,
             classification.escalate,
         )
-        return decide(self.policy, scores, ctx, self._stats())
+        return decide(self.policy, scores, ctx, self.stats.snapshot())
 
     async def route(
         self, req: ChatCompletionRequest, request_id: str, team: str | None = None
@@ -168,6 +169,7 @@ class RouterService:
         for expert in plan.chain:
             caller = self.experts[expert]
             coro = caller.generate(messages, self.params_for(req, expert))
+            t0 = time.perf_counter()
             try:
                 with trace(expert, len(attempts) + 1):
                     result = await _with_timeout(coro, self._timeout(expert))
@@ -176,6 +178,7 @@ class RouterService:
                 if err is not None:
                     raise err from None
                 continue
+            self.stats.record(expert, (time.perf_counter() - t0) * 1000, ok=True)
             attempts.append(Attempt(expert))
             return expert, result, attempts
         raise self._exhausted(attempts)
@@ -187,6 +190,7 @@ class RouterService:
         attempts: list[Attempt] = []
         for expert in plan.chain:
             it = aiter(self.experts[expert].stream(messages, self.params_for(req, expert)))
+            t0 = time.perf_counter()
             try:
                 with trace(expert, len(attempts) + 1):
                     first = await _with_timeout(anext(it), self._timeout(expert))
@@ -198,6 +202,8 @@ class RouterService:
                 if err is not None:
                     raise err from None
                 continue
+            # Time to first token is what a stream's caller waits for: that is its latency here.
+            self.stats.record(expert, (time.perf_counter() - t0) * 1000, ok=True)
             attempts.append(Attempt(expert))
             return OpenStream(expert, first, it, attempts)
         raise self._exhausted(attempts)
@@ -208,6 +214,8 @@ class RouterService:
         """Record a failed attempt; return the error to raise if it must not be retried."""
         err = translate(exc, expert)
         attempts.append(Attempt(expert, getattr(err, "message", None) or str(err)))
+        if getattr(err, "retryable", True):  # a client's error says nothing about the expert
+            self.stats.record(expert, 0.0, ok=False)
         log.warning("expert %s failed: %s", expert, attempts[-1].error)
         if not getattr(err, "retryable", True):
             return err

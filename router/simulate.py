@@ -139,13 +139,14 @@ def _local_tokenizer_path(spec: ExpertSpec) -> str | None:
     except Exception:  # builtin package missing: estimate instead
         return None
     if resolved.gguf_file:
-        from experts.gguf import _DONE_MARKER, converted_dir, resolve_gguf
+        from experts.gguf import converted_dir, resolve_gguf
 
         try:
             folder = converted_dir(resolve_gguf(resolved.model, resolved.gguf_file))
         except Exception:  # a hub GGUF not in the cache (offline)
             return None
-        return str(folder) if (folder / _DONE_MARKER).is_file() else None
+        # The conversion is published by an atomic rename: a folder there is complete.
+        return str(folder) if folder.is_dir() else None
     return resolved.model  # a local folder, or a hub id found only if already cached
 
 

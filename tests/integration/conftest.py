@@ -34,6 +34,11 @@ experts:
     max_tokens_default: 8
     replicas: {{min: 1, max: 1}}
     resources: {{num_cpus: 0.1}}
+  smollm2:
+    backend: local
+    model: builtin:smollm2-135m-instruct
+    max_tokens_default: 16
+    resources: {{num_cpus: 0.1}}
   code-fake: {{backend: fake}}
   broken: {{backend: fake, fail: always}}
   general-fake: {{backend: fake, context_window: 64}}

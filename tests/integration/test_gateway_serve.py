@@ -106,7 +106,7 @@ def test_prompt_over_local_context_window_is_400(client: openai.OpenAI) -> None:
 
 def test_models_route_and_readiness(client: openai.OpenAI, gateway_url: str) -> None:
     ids = [m.id for m in client.models.list().data]
-    assert ids[0] == "auto" and {"tiny", "code-fake", "broken", "general-fake"} <= set(ids)
+    assert ids[0] == "auto" and {"tiny", "smollm2", "code-fake", "broken", "general-fake"} <= set(ids)
     tiny = next(m for m in client.models.list().data if m.id == "tiny")
     assert tiny.model_extra["metadata"]["context_window"] == 256
     plan = httpx.post(
@@ -150,3 +150,27 @@ def test_metrics_exposes_request_histograms(client: openai.OpenAI, gateway_url: 
     text = httpx.get(f"{gateway_url}/metrics").text
     assert "expert=\"code-fake\"" in text
     assert "_bucket" in text  # histograms, not just counters
+
+
+@pytest.mark.slow
+def test_real_smollm2_answers_through_the_gateway(client: openai.OpenAI) -> None:
+    """The shipped GGUF model, loaded by the real loading code, answers a real question."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        max_tokens=12,
+        temperature=0,
+    )
+    resp = raw.parse()
+    assert raw.headers["x-slm-router-expert"] == "smollm2"
+    assert "paris" in resp.choices[0].message.content.lower()
+    assert resp.usage.prompt_tokens > 10 and 1 <= resp.usage.completion_tokens <= 12
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == resp.choices[0].message.content
