@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _mount(sub, "keys", "API keys, teams and budgets", add_key_subcommands)
     _mount(sub, "spend", "spend reports from the ledger", add_spend_subcommands)
+    from loadtest.cli import add_arguments, run
+
+    p = sub.add_parser("loadtest", help="load-test a running gateway over HTTP")
+    add_arguments(p)
+    p.set_defaults(func=run)
     return parser
 
 
