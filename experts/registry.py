@@ -1,29 +1,74 @@
-"""A lazy registry of backends by kind: heavy imports happen only for kinds a policy uses."""
+"""Backends by kind, imported only when first built (torch and litellm stay out of the gateway
+until an expert needs them).
+
+Extension point: `register_backend(kind, factory)`. The LoRA / MoE tooling registers a factory
+for "lora" (used for `backend: local` specs that name an `adapter`) or overrides "local";
+`LocalBackend.from_loaded` lets such a factory reuse the batching engine with its own model.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 from experts.base import Backend
+from experts.errors import ExpertUnavailable
 from experts.spec import ExpertSpec
+
+Factory = Callable[[str, ExpertSpec], Backend]
+
+# kind -> "module:attribute" of a factory, resolved lazily.
+_BUILTIN: dict[str, str] = {
+    "local": "experts.local:LocalBackend.from_spec",
+    "remote": "experts.remote:build_remote",
+    "fake": "experts.registry:_build_fake",
+}
+_registered: dict[str, Factory] = {}
+
+
+def register_backend(kind: str, factory: Factory) -> None:
+    """Add or replace the factory for a backend kind."""
+    _registered[kind] = factory
+
+
+def backend_kind(spec: ExpertSpec) -> str:
+    """The registry key for a spec: a local spec with an adapter goes to 'lora' when registered."""
+    if spec.backend == "local" and spec.adapter and "lora" in _registered:
+        return "lora"
+    return spec.backend
 
 
 def build_backend(name: str, spec: ExpertSpec) -> Backend:
-    if spec.backend == "fake":
-        from experts.fake import FakeBackend
-
-        return FakeBackend(
-            name,
-            reply=spec.reply,
-            delay_ms=spec.delay_ms,
-            fail=spec.fail,
-            context_window=spec.context_window or 4096,
+    """Construct the backend for expert `name` (blocking: local models load here)."""
+    kind = backend_kind(spec)
+    if spec.backend == "local" and spec.adapter and kind != "lora":
+        raise ExpertUnavailable(
+            f"expert '{name}' names a LoRA adapter but no 'lora' backend is registered"
         )
-    if spec.backend == "local":
-        from experts.builtin import resolve
-        from experts.local import LocalBackend
+    return _factory(kind)(name, spec)
 
-        return LocalBackend.from_spec(name, resolve(spec))
-    if spec.backend == "remote":
-        from experts.remote import RemoteBackend
 
-        return RemoteBackend.from_spec(name, spec)
-    raise ValueError(f"unknown backend kind '{spec.backend}'")
+def _factory(kind: str) -> Factory:
+    if kind in _registered:
+        return _registered[kind]
+    if kind not in _BUILTIN:
+        raise ExpertUnavailable(f"unknown expert backend kind {kind!r}")
+    module_name, _, attr_path = _BUILTIN[kind].partition(":")
+    target: object = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        target = getattr(target, attr)
+    factory: Factory = target  # type: ignore[assignment]
+    _registered[kind] = factory
+    return factory
+
+
+def _build_fake(name: str, spec: ExpertSpec) -> Backend:
+    from experts.fake import FakeBackend
+
+    return FakeBackend(
+        name,
+        reply=spec.reply,
+        delay_ms=spec.delay_ms,
+        fail=spec.fail,
+        context_window=spec.context_window or 4096,
+    )

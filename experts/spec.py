@@ -14,7 +14,9 @@ class _Strict(BaseModel):
 class ReplicaSpec(_Strict):
     """Per-expert scaling, mapped onto Ray Serve's autoscaling_config."""
 
-    min: int = Field(1, ge=0, description="Minimum replicas (0 allowed: first request cold-starts).")
+    min: int = Field(
+        1, ge=0, description="Minimum replicas (0 allowed: first request cold-starts)."
+    )
     max: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(2.0, gt=0)
     upscale_delay_s: float = Field(5.0, ge=0)
@@ -59,6 +61,10 @@ class ExpertSpec(_Strict):
     api_base: str | None = None
     api_key_env: str | None = Field(None, description="Name of the env var holding the key.")
     retries: int = Field(0, ge=0, le=5)
+    client: Literal["litellm", "httpx"] = Field(
+        "litellm",
+        description="remote: litellm (any provider) or httpx (direct, OpenAI-compatible api_base).",
+    )
     # fake
     reply: str | None = Field(None, description="fake: fixed reply (default echoes the prompt).")
     delay_ms: float = Field(0.0, ge=0)
@@ -79,6 +85,10 @@ class ExpertSpec(_Strict):
             raise ValueError(f"backend '{self.backend}' needs `model`")
         if self.backend != "remote" and (self.api_base or self.api_key_env):
             raise ValueError("api_base / api_key_env only apply to backend 'remote'")
+        if self.client == "httpx" and not (self.backend == "remote" and self.api_base):
+            raise ValueError(
+                "client 'httpx' needs backend 'remote' and an OpenAI-compatible api_base"
+            )
         return self
 
     @property
