@@ -23,8 +23,8 @@ class ClassifierDeployment:
         from classifiers import build_classifier
 
         self.classifier = build_classifier(spec, examples, Path.cwd())
-        self.classify.set_max_batch_size(max_batch_size)
-        self.classify.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+        self.classify.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self.classify.set_batch_wait_timeout_s(batch_wait_ms / 1000)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def classify(self, texts: list[str]) -> list[Classification]:

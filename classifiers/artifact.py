@@ -1,0 +1,159 @@
+"""Artifact directories: DIR/metadata.json plus whatever files the kind writes."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from classifiers.base import ArtifactInfo, Classification, Classifier
+from classifiers.scoring import in_scope_view, make_classifications, oos_mask
+
+METADATA = "metadata.json"
+FORMAT = 1
+ESCALATE = "weak_fails"
+WEAK_OK = "weak_ok"
+KINDS = ("tfidf", "embedding", "finetuned", "ensemble")
+
+
+class Reference(BaseModel):
+    """Predicted-label and confidence distribution on validation data, for drift checks."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    label_freq: dict[str, float]
+    confidence_bins: list[float]
+    confidence_freq: list[float]
+
+
+class ArtifactMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = FORMAT
+    kind: Literal["tfidf", "embedding", "finetuned", "ensemble"]
+    task: Literal["labels", "escalation"] = "labels"
+    version: str
+    classes: list[str] = Field(description="Model output order, OOS class included.")
+    labels: list[str] = Field(description="In-scope labels.")
+    oos_label: str | None = None
+    oos_threshold: float = 0.0
+    text_field: str = "text"
+    label_field: str | None = None
+    seed: int = 0
+    data_sha256: str
+    val_sha256: str | None = None
+    created: str
+    libraries: dict[str, str]
+    params: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    reference: Reference | None = None
+    members: list[str] = Field(default_factory=list)
+
+
+class ProbModel(Protocol):
+    """What each kind's module provides: probabilities over `classes`, saved to a folder."""
+
+    classes: list[str]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("slm-router", "scikit-learn", "numpy", "torch", "transformers"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def kind_module(kind: str) -> Any:
+    """Lazy registry: a kind's heavy imports happen only when that kind is used."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; expected one of {KINDS}")
+    return importlib.import_module(f"classifiers.kinds.{kind}")
+
+
+class TrainedClassifier(Classifier):
+    """A trained ProbModel plus its metadata: applies the OOS rule or the escalation score."""
+
+    def __init__(
+        self, model: ProbModel, meta: ArtifactMetadata, *, oos_threshold: float | None = None
+    ) -> None:
+        self.model = model
+        self.meta = meta
+        self.oos_threshold = meta.oos_threshold if oos_threshold is None else oos_threshold
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return self.meta.labels
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.predict_proba(texts)
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        if not texts:
+            return []
+        probs = self.probabilities(texts)
+        if self.meta.task == "escalation":
+            j = self.model.classes.index(ESCALATE)
+            p_fail = probs[:, j]
+            lab = np.where(p_fail >= self.oos_threshold, ESCALATE, WEAK_OK)
+            return [
+                Classification(
+                    scores={ESCALATE: float(p), WEAK_OK: float(1 - p)},
+                    label=str(lab[i]),
+                    confidence=float(max(p, 1 - p)),
+                    out_of_scope=False,
+                    escalate=float(p),
+                )
+                for i, p in enumerate(p_fail)
+            ]
+        in_probs, labels, oos_mass = in_scope_view(probs, self.model.classes, self.meta.oos_label)
+        return make_classifications(
+            in_probs, labels, oos_mask(in_probs, oos_mass, self.oos_threshold)
+        )
+
+    def info(self) -> ArtifactInfo:
+        return ArtifactInfo(
+            kind=self.meta.kind,
+            version=self.meta.version,
+            data_sha256=self.meta.data_sha256,
+            metadata=self.meta.model_dump(exclude={"reference"}),
+        )
+
+
+def read_metadata(directory: Path) -> ArtifactMetadata:
+    path = Path(directory) / METADATA
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a classifier artifact")
+    return ArtifactMetadata.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_metadata(directory: Path, meta: ArtifactMetadata) -> None:
+    (Path(directory) / METADATA).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+
+
+def load_model(directory: Path, meta: ArtifactMetadata) -> ProbModel:
+    model: ProbModel = kind_module(meta.kind).load(Path(directory), meta)
+    return model
+
+
+def load_artifact(path: str | Path, *, oos_threshold: float | None = None) -> TrainedClassifier:
+    directory = Path(path)
+    meta = read_metadata(directory)
+    return TrainedClassifier(load_model(directory, meta), meta, oos_threshold=oos_threshold)

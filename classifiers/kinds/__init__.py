@@ -1,0 +1,1 @@
+"""Trained classifier kinds: each module has fit(...) and load(directory, meta)."""

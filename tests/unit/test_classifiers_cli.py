@@ -1,0 +1,129 @@
+"""The `classifier train|predict|eval` contract on tiny files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from classifiers.cli import add_subcommands, main
+from tests.unit.test_classifiers_helpers import make_escalation_rows, make_rows, write_jsonl
+
+
+def test_subcommands_mount_on_a_foreign_parser() -> None:
+    parser = argparse.ArgumentParser(prog="slm-router")
+    top = parser.add_subparsers(dest="area")
+    add_subcommands(top.add_parser("classifier").add_subparsers(dest="command"))
+    args = parser.parse_args(["classifier", "predict", "--model", "m", "--data", "d", "--out", "o"])
+    assert args.command == "predict" and callable(args.func)
+
+
+def test_train_predict_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", make_rows(10, seed=1, oos=6))
+    val_rows = make_rows(5, seed=2, oos=5)
+    val = write_jsonl(tmp_path / "val.jsonl", val_rows)
+    model = tmp_path / "model"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(train),
+                "--val",
+                str(val),
+                "--label-field",
+                "domain",
+                "--oos-label",
+                "oos",
+                "--kind",
+                "tfidf",
+                "--seed",
+                "1",
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    assert (model / "metadata.json").exists()
+
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl", [{"text": r["text"]} for r in val_rows] + [{"text": ""}]
+    )
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(model), "--data", str(inputs), "--out", str(out)]) == 0
+    preds = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(preds) == len(val_rows) + 1
+    for p in preds:
+        assert list(p) == ["label", "confidence", "out_of_scope", "escalate"]
+        assert p["escalate"] is None
+        assert (p["label"] == "oos") == p["out_of_scope"]
+    correct = sum(p["label"] == r["domain"] for p, r in zip(preds, val_rows, strict=False))
+    assert correct / len(val_rows) >= 0.8
+
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model),
+                "--data",
+                str(val),
+                "--label-field",
+                "domain",
+                "--oos-label",
+                "oos",
+                "--json",
+                "--latency-queries",
+                "5",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    for key in (
+        "in_scope_accuracy",
+        "oos_recall",
+        "oos_precision",
+        "macro_f1",
+        "top_confusions",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "throughput_qps",
+    ):
+        assert key in report
+    assert report["in_scope_accuracy"] == pytest.approx(
+        sum(
+            p["label"] == r["domain"]
+            for p, r in zip(preds, val_rows, strict=False)
+            if r["domain"] != "oos"
+        )
+        / 15
+    )
+
+
+def test_escalation_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(tmp_path / "esc.jsonl", make_escalation_rows(100, seed=3))
+    model = tmp_path / "esc"
+    assert main(["train", "--data", str(data), "--task", "escalation", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert (
+        main(
+            ["eval", "--model", str(model), "--data", str(data), "--json", "--latency-queries", "3"]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert {"apgr", "cpt50", "cpt80", "cost_saved_at_95"} <= set(report)
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(model), "--data", str(data), "--out", str(out)]) == 0
+    first = json.loads(out.read_text().splitlines()[0])
+    assert 0.0 <= first["escalate"] <= 1.0
+
+
+def test_labels_task_requires_label_field(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", make_rows(3, seed=0))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m")]) == 2
