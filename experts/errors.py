@@ -15,6 +15,8 @@ class ExpertError(Exception):
     code: str | None = "expert_error"
     # An error before the first token may be retried on the next expert in the chain.
     retryable = True
+    # Seconds a client should wait before retrying (rendered as Retry-After), when known.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

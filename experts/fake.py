@@ -35,7 +35,9 @@ class FakeBackend(Backend):
         self._context_window = context_window
         self.calls = 0
 
-    def _answer(self, messages: Sequence[Message], params: GenerationParams) -> tuple[list[str], str]:
+    def _answer(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> tuple[list[str], str]:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         text = self.reply if self.reply is not None else f"[{self.name}] {last_user}"
         for s in params.stop:
@@ -53,10 +55,10 @@ class FakeBackend(Backend):
 
     async def _before_first_token(self, messages: Sequence[Message]) -> None:
         self.calls += 1
-        used = self.count_prompt_tokens(messages)
-        if used > self._context_window:
+        used, window = self.count_prompt_tokens(messages), self._context_window
+        if used > window:
             raise ContextWindowExceeded(
-                f"prompt is {used} tokens; expert '{self.name}' takes at most {self._context_window}",
+                f"prompt is {used} tokens; expert '{self.name}' takes at most {window}",
                 param="messages",
             )
         if self.delay_ms:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from experts.base import Backend, Completion, GenerationParams, Message, ModelInfo, StreamChunk
@@ -105,6 +106,21 @@ def _context_window(model: Any, override: int | None) -> int:
     return int(window) if window else _DEFAULT_CONTEXT
 
 
+def model_metadata(model: Any, source: str) -> dict[str, Any]:
+    """/v1/models extras: total and active parameters per token for MoE models, and how an
+    upcycled MoE was made."""
+    from experts.moe import is_moe, moe_metadata
+    from experts.upcycle import read_upcycle_metadata
+
+    meta: dict[str, Any] = {}
+    if is_moe(model.config):
+        meta.update(moe_metadata(model))
+        upcycled = read_upcycle_metadata(source) if Path(source).is_dir() else None
+        if upcycled:
+            meta["upcycled_from"] = upcycled.get("base")
+    return meta
+
+
 class LocalBackend(Backend):
     """A transformers causal LM; concurrent requests share forward passes (see BatchEngine)."""
 
@@ -145,7 +161,8 @@ class LocalBackend(Backend):
         loaded = load_model(
             concrete.model, gguf_file=concrete.gguf_file, dtype=spec.dtype, device=spec.device
         )
-        return cls.from_loaded(name, loaded, spec, model_label=label)
+        meta = model_metadata(loaded.model, concrete.model)
+        return cls.from_loaded(name, loaded, spec, model_label=label, metadata=meta)
 
     @classmethod
     def from_loaded(

@@ -21,6 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from experts.base import Backend
+from experts.spec import ExpertSpec
+
 # peft's reserved name for "no adapter" in mixed batches.
 BASE_ADAPTER = "__base__"
 METADATA_FILE = "metadata.json"
@@ -127,3 +130,26 @@ def mixed_batch_kwargs(model: Any, names: Sequence[str | None]) -> dict[str, Any
             raise AdapterError(f"unknown adapter {name!r}; loaded: {sorted(loaded)}")
         rows.append(BASE_ADAPTER if name is None else name)
     return {"adapter_names": rows}
+
+
+def build_lora_backend(name: str, spec: ExpertSpec, adapters: Mapping[str, str]) -> Backend:
+    """One shared base with several adapters, each served as its own expert name.
+
+    The adapter is chosen per request (GenerationParams.adapter = the expert's name); the batching
+    engine runs rows with different adapters in one forward pass."""
+    from experts.builtin import resolve
+    from experts.local import LoadedModel, LocalBackend, load_model
+
+    base = resolve(spec)
+    loaded = load_model(base.model, gguf_file=base.gguf_file, dtype=base.dtype, device=base.device)
+    model = attach_adapters(loaded.model, adapters)
+    meta = {"adapters": {n: read_adapter_metadata(p) for n, p in adapters.items()}}
+    shared = LoadedModel(model, loaded.tokenizer, loaded.source)
+    return LocalBackend.from_loaded(name, shared, base, model_label=spec.model, metadata=meta)
+
+
+def build_single_adapter(name: str, spec: ExpertSpec) -> Backend:
+    """Registry factory for a `backend: local` expert that names one `adapter`."""
+    if not spec.adapter:
+        raise AdapterError(f"expert '{name}' has no adapter")
+    return build_lora_backend(name, spec, {name: spec.adapter})

@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "local": "experts.local:LocalBackend.from_spec",
     "remote": "experts.remote:build_remote",
     "fake": "experts.registry:_build_fake",
+    "lora": "experts.lora:build_single_adapter",
 }
 _registered: dict[str, Factory] = {}
 
@@ -32,20 +33,15 @@ def register_backend(kind: str, factory: Factory) -> None:
 
 
 def backend_kind(spec: ExpertSpec) -> str:
-    """The registry key for a spec: a local spec with an adapter goes to 'lora' when registered."""
-    if spec.backend == "local" and spec.adapter and "lora" in _registered:
+    """The registry key for a spec: a local spec with an adapter goes to 'lora'."""
+    if spec.backend == "local" and spec.adapter:
         return "lora"
     return spec.backend
 
 
 def build_backend(name: str, spec: ExpertSpec) -> Backend:
     """Construct the backend for expert `name` (blocking: local models load here)."""
-    kind = backend_kind(spec)
-    if spec.backend == "local" and spec.adapter and kind != "lora":
-        raise ExpertUnavailable(
-            f"expert '{name}' names a LoRA adapter but no 'lora' backend is registered"
-        )
-    return _factory(kind)(name, spec)
+    return _factory(backend_kind(spec))(name, spec)
 
 
 def _factory(kind: str) -> Factory:

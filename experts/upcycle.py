@@ -10,8 +10,6 @@ Heavy libraries (torch, transformers) are imported inside functions only.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -67,13 +65,6 @@ def split_gguf(base: str, gguf_file: str | None = None) -> tuple[Path, str] | No
     return None
 
 
-def _gguf_cache_name(path: Path) -> str:
-    # Size + mtime instead of a content hash: hashing ~100 MB on every start would cost seconds.
-    stat = path.stat()
-    key = f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
-    return f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-
-
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp dir next to `final`; rename it into place on success.
@@ -94,30 +85,6 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def gguf_to_hf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> None:
-    """Dequantise a GGUF checkpoint through transformers and save a plain HF folder.
-
-    save_pretrained refuses a GGUF-loaded model, so the model is rebuilt from its config and
-    state dict first.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src = str(gguf_dir)
-    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
-    config = loaded.config
-    for attr in ("quantization_config", "_name_or_path"):
-        if hasattr(config, attr):
-            with contextlib.suppress(AttributeError):
-                delattr(config, attr)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(loaded.state_dict())
-    fresh.generation_config = loaded.generation_config
-    fresh.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-
-
 def prepare_base(base: str, gguf_file: str | None = None, cache_dir: Path | None = None) -> str:
     """Turn a hub id, local HF folder or GGUF file into something `from_pretrained` loads fast.
 
@@ -132,11 +99,10 @@ def prepare_base(base: str, gguf_file: str | None = None, cache_dir: Path | None
     path = gguf_dir / name
     if not path.is_file():
         raise BaseModelError(f"GGUF file not found: {path}")
-    final = (cache_dir or default_cache_dir()) / _gguf_cache_name(path)
-    if not (final / "config.json").is_file():
-        with atomic_dir(final) as tmp:
-            gguf_to_hf(gguf_dir, name, tmp)
-    return str(final)
+    # One conversion cache for the whole project (the local backend uses the same one).
+    from experts.gguf import materialize_gguf
+
+    return str(materialize_gguf(str(gguf_dir), name, root=cache_dir))
 
 
 # --------------------------------------------------------------------------------------------

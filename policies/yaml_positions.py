@@ -48,21 +48,20 @@ class _Walker:
         self.values: dict[Loc, Mark] = {}
         self.keys: dict[Loc, Mark] = {}
         self.issues: list[PolicyIssue] = []
-        self._active: set[int] = set()  # guards against recursive aliases
+        # Nodes already walked: an alias is not walked again, which ends recursive aliases and
+        # keeps "billion laughs" documents linear (errors under an alias point at the alias).
+        self._walked: set[int] = set()
 
     def walk(self, node: yaml.Node, loc: Loc) -> None:
-        if id(node) in self._active:
-            return
         self.values.setdefault(loc, _mark(node.start_mark))
-        self._active.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                self._mapping(node, loc)
-            elif isinstance(node, yaml.SequenceNode):
-                for i, child in enumerate(node.value):
-                    self.walk(child, (*loc, i))
-        finally:
-            self._active.discard(id(node))
+        if id(node) in self._walked:
+            return
+        self._walked.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self._mapping(node, loc)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, child in enumerate(node.value):
+                self.walk(child, (*loc, i))
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> None:
         seen: dict[Hashable, Mark] = {}
@@ -103,9 +102,21 @@ def syntax_issue(exc: yaml.YAMLError, file: str) -> PolicyIssue:
     return PolicyIssue(message, file=file, line=line, column=column)
 
 
+def _reader_issue(text: str, exc: yaml.reader.ReaderError, file: str) -> PolicyIssue:
+    pos = exc.position
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    message = f"invalid YAML: unacceptable character #x{char:04x}: {exc.reason}"
+    return PolicyIssue(message, file=file, line=line, column=column)
+
+
 def parse_yaml(text: str, file: str = "<string>") -> ParsedYaml:
     """Parse one YAML document. Syntax errors come back as issues, never as exceptions."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # control characters are refused before parsing
+        return ParsedYaml(None, Positions({}, {}), (_reader_issue(text, exc, file),))
     try:
         node = loader.get_single_node()
         if node is None:
@@ -116,6 +127,9 @@ def parse_yaml(text: str, file: str = "<string>") -> ParsedYaml:
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         return ParsedYaml(None, Positions({}, {}), (syntax_issue(exc, file),))
+    except RecursionError:  # pyyaml recurses once per nesting level
+        deep = PolicyIssue("invalid YAML: nested too deeply", file=file, line=1, column=1)
+        return ParsedYaml(None, Positions({}, {}), (deep,))
     finally:
         loader.dispose()
     return ParsedYaml(data, Positions(walker.values, walker.keys), tuple(walker.issues))

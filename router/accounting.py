@@ -8,6 +8,7 @@ Every part is optional, so the same gateway runs with no Redis (tests, a bare la
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -310,10 +311,11 @@ class _NoPrice:
 _ZERO = _NoPrice()
 
 
-def spool_path(data_dir: str | None = None) -> str:
+def spool_path(data_dir: str | None = None, redis_url: str | None = None) -> str:
     """One spool file shared by the replicas on a host: appends are single O_APPEND writes of
     whole lines, and replay claims the file by an atomic rename, so any replica (or a restarted
-    one) replays what another left behind."""
+    one) replays what another left behind. One file per Redis: two gateways on a host with
+    different ledgers must never replay each other's records."""
     from router.redis_server import default_data_dir
 
     base = (
@@ -322,4 +324,7 @@ def spool_path(data_dir: str | None = None) -> str:
         or str(default_data_dir().parent / "spool")
     )
     os.makedirs(base, exist_ok=True)
-    return os.path.join(base, "ledger.jsonl")
+    if not redis_url:
+        return os.path.join(base, "ledger.jsonl")
+    digest = hashlib.sha256(redis_url.encode()).hexdigest()[:12]  # no credentials in names
+    return os.path.join(base, f"ledger-{digest}.jsonl")

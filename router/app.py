@@ -12,14 +12,9 @@ APP_NAME = "slm-router"
 def build_app(config: AppConfig, redis_url: str | None = None) -> Any:
     """Ingress (FastAPI) -> [classifier deployment] -> one deployment per local expert."""
     from classifiers.deployment import ClassifierDeployment
-    from experts.deployment import ExpertDeployment, deployment_options
     from router.ingress import Ingress
 
-    experts = {
-        name: ExpertDeployment.options(**deployment_options(name, spec)).bind(name, spec)  # type: ignore[attr-defined]
-        for name, spec in config.experts.items()
-        if spec.runs_in_own_deployment
-    }
+    experts = expert_deployments(config)
     clf = config.classifier
     classifier = None
     if clf.placement == "deployment":
@@ -36,6 +31,23 @@ def build_app(config: AppConfig, redis_url: str | None = None) -> Any:
         max_ongoing_requests=gw.max_ongoing_requests,
         ray_actor_options={"num_cpus": gw.num_cpus},
     ).bind(config, classifier, experts, redis_url)
+
+
+def expert_deployments(config: AppConfig) -> dict[str, Any]:
+    """Expert name -> bound deployment: one per local model, one per shared LoRA base."""
+    from experts.deployment import ExpertDeployment, deployment_options, lora_groups
+
+    bound: dict[str, Any] = {}
+    for first, members in lora_groups(config.experts).items():
+        spec = config.experts[first]
+        opts = deployment_options(first, spec) | {"name": f"lora-{first}"}
+        app = ExpertDeployment.options(**opts).bind(first, spec, members)  # type: ignore[attr-defined]
+        bound.update(dict.fromkeys(members, app))
+    for name, spec in config.experts.items():
+        if spec.runs_in_own_deployment and name not in bound:
+            opts = deployment_options(name, spec)
+            bound[name] = ExpertDeployment.options(**opts).bind(name, spec)  # type: ignore[attr-defined]
+    return bound
 
 
 def app_builder(args: dict[str, str]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from classifiers.base import Classification, Classifier
@@ -13,16 +14,20 @@ from experts.base import Backend, Completion, GenerationParams, Message, ModelIn
 class InProcessExpert:
     """A backend living in the ingress process (remote and fake experts: no hop needed)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, adapter: str | None = None) -> None:
         self.backend = backend
+        self.adapter = adapter
+
+    def _params(self, params: GenerationParams) -> GenerationParams:
+        return replace(params, adapter=self.adapter) if self.adapter else params
 
     async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
-        return await self.backend.generate(messages, params)
+        return await self.backend.generate(messages, self._params(params))
 
     def stream(
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamChunk]:
-        return self.backend.stream(messages, params)
+        return self.backend.stream(messages, self._params(params))
 
     async def describe(self) -> ModelInfo:
         return self.backend.info()
@@ -32,20 +37,26 @@ class InProcessExpert:
 
 
 class HandleExpert:
-    """An expert in its own Serve deployment (local models), reached through its handle."""
+    """An expert in its own Serve deployment (local models), reached through its handle.
 
-    def __init__(self, handle: Any) -> None:
+    `adapter` names the LoRA adapter to run when several experts share one base deployment."""
+
+    def __init__(self, handle: Any, adapter: str | None = None) -> None:
         self.handle = handle
+        self.adapter = adapter
         self._stream_handle = handle.options(stream=True)
 
+    def _params(self, params: GenerationParams) -> GenerationParams:
+        return replace(params, adapter=self.adapter) if self.adapter else params
+
     async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
-        result: Completion = await self.handle.generate.remote(list(messages), params)
+        result: Completion = await self.handle.generate.remote(list(messages), self._params(params))
         return result
 
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamChunk]:
-        gen = self._stream_handle.stream.remote(list(messages), params)
+        gen = self._stream_handle.stream.remote(list(messages), self._params(params))
         try:
             async for chunk in gen:
                 yield chunk

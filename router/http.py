@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -29,11 +30,19 @@ KNOWN_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class _EscapingJSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:  # a lone surrogate echoed in a message: escape, never fail
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     status, body, headers = envelope(exc)
     if status >= 500 and not hasattr(exc, "status_code"):
         log.error("unhandled error", exc_info=exc)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _EscapingJSON(body, status_code=status, headers=headers)
 
 
 def _param(loc: tuple[Any, ...]) -> str:
@@ -177,11 +186,28 @@ def _add_spend(app: FastAPI, gw: Gateway) -> None:
     add_spend_routes(app, acct.ledger, acct.keys, acct.limiter, require_admin)
 
 
+def _check_unicode(value: str | None, param: str) -> None:
+    # JSON's \ud800 escapes parse into lone surrogates, which no encoder downstream (UTF-8
+    # responses, tokenizers, HTTP clients to remote experts) accepts: refuse them here.
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{param}: contains a lone UTF-16 surrogate (not valid Unicode)", param=param
+            ) from None
+
+
 def _check_text(body: ChatCompletionRequest) -> None:
+    _check_unicode(body.model, "model")
+    _check_unicode(body.user, "user")
+    for stop in body.stop_tuple():
+        _check_unicode(stop, "stop")
     for i, m in enumerate(body.messages):
         try:
-            m.text()
+            text = m.text()
         except ValueError as exc:
             raise InvalidRequest(str(exc), param=f"messages[{i}].content") from None
+        _check_unicode(text, f"messages[{i}].content")
     if not any(m.role == "user" and m.text().strip() for m in body.messages):
         raise InvalidRequest("messages need at least one non-empty user message", param="messages")

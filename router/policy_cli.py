@@ -341,7 +341,13 @@ def _apply(args: argparse.Namespace) -> int:
         return 1
     from router.reload import apply_file
 
-    _connect(args.address)
+    try:
+        _connect(args.address)
+    except ConnectionError as exc:  # no cluster at the address: say so, not a traceback
+        print(
+            f"error: cannot reach Ray ({exc}); is the gateway running? (--address)", file=sys.stderr
+        )
+        return 1
     before = _deployments()
     config, seconds = apply_file(args.file, args.address)
     after = _deployments()

@@ -83,13 +83,17 @@ def run_gateway(config: AppConfig, host: str, port: int, wait: Callable[[], None
 
 def serve_config(config: AppConfig, host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
     """A Ray Serve config file (`serve deploy`) running the same app, the policy embedded."""
-    from experts.deployment import deployment_options
+    from experts.deployment import deployment_options, lora_groups
 
     deployments: list[dict[str, Any]] = []
+    grouped = {m: first for first, ms in lora_groups(config.experts).items() for m in ms}
     for name, spec in config.experts.items():
-        if spec.runs_in_own_deployment:
-            opts = deployment_options(name, spec)
-            deployments.append({k: v for k, v in opts.items()})
+        if not spec.runs_in_own_deployment or grouped.get(name, name) != name:
+            continue
+        opts = deployment_options(name, spec)
+        if name in grouped:
+            opts["name"] = f"lora-{name}"
+        deployments.append(opts)
     deployments.append(
         {
             "name": "ingress",

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from classifiers.base import Classification
 from experts.base import Completion, GenerationParams, Message, StreamChunk
-from experts.errors import ExpertError, ExpertTimeout, ExpertUnavailable
+from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from policies.compiled import CompiledPolicy
 from policies.engine import decide
 from policies.types import RequestContext, RoutePlan, Scores
@@ -61,6 +61,7 @@ class Routed:
 class Attempt:
     expert: str
     error: str | None = None
+    retry_after: float | None = None
 
 
 @dataclass
@@ -86,6 +87,10 @@ def translate(exc: BaseException, expert: str) -> BaseException:
         return exc
     if isinstance(exc, TimeoutError):
         return ExpertTimeout(f"expert '{expert}' timed out")
+    if type(exc).__name__ == "BackPressureError":  # Serve: the deployment's queue is full
+        err = ExpertOverloaded(f"expert '{expert}' is at capacity; retry shortly")
+        err.retry_after = getattr(exc, "retry_after_s", None) or 1.0
+        return err
     if hasattr(exc, "status_code") and hasattr(exc, "error_type"):
         return exc
     # Replica died, actor unreachable, handle errors: the next expert may still answer.
@@ -213,7 +218,8 @@ class RouterService:
     ) -> BaseException | None:
         """Record a failed attempt; return the error to raise if it must not be retried."""
         err = translate(exc, expert)
-        attempts.append(Attempt(expert, getattr(err, "message", None) or str(err)))
+        message = getattr(err, "message", None) or str(err)
+        attempts.append(Attempt(expert, message, getattr(err, "retry_after", None)))
         if getattr(err, "retryable", True):  # a client's error says nothing about the expert
             self.stats.record(expert, 0.0, ok=False)
         log.warning("expert %s failed: %s", expert, attempts[-1].error)
@@ -223,11 +229,18 @@ class RouterService:
 
     @staticmethod
     def _exhausted(attempts: list[Attempt]) -> ExpertError:
+        waits = [a.retry_after for a in attempts if a.retry_after is not None]
+        # Every expert at capacity: say so (429 + Retry-After), so clients back off and retry.
+        cls = ExpertOverloaded if attempts and len(waits) == len(attempts) else ExpertUnavailable
         if len(attempts) == 1:
             last = attempts[0]
-            return ExpertUnavailable(f"expert '{last.expert}' failed: {last.error}")
-        tried = "; ".join(f"{a.expert}: {a.error}" for a in attempts)
-        return ExpertUnavailable(f"every expert in the chain failed ({tried})")
+            err: ExpertError = cls(f"expert '{last.expert}' failed: {last.error}")
+        else:
+            tried = "; ".join(f"{a.expert}: {a.error}" for a in attempts)
+            err = cls(f"every expert in the chain failed ({tried})")
+        if cls is ExpertOverloaded:
+            err.retry_after = min(waits)
+        return err
 
 
 async def _with_timeout(aw: Awaitable[T], timeout_s: float) -> T:

@@ -44,7 +44,8 @@ def build_accounting(config: AppConfig, redis_url: str | None) -> Accounting:
     from router.redis_server import make_client
 
     client = make_client(redis_url)
-    ledger = Ledger(redis_url, spool_path(), client=client, on_spool=telemetry.observe_spooled)
+    spool = spool_path(redis_url=redis_url)
+    ledger = Ledger(redis_url, spool, client=client, on_spool=telemetry.observe_spooled)
     return Accounting(
         config,
         telemetry=telemetry,
@@ -64,10 +65,11 @@ def build_gateway(
 
     experts: dict[str, Any] = {}
     for name, spec in config.experts.items():
+        adapter = name if spec.adapter else None  # shared-base LoRA: adapters are named by expert
         if name in expert_handles:
-            experts[name] = HandleExpert(expert_handles[name])
+            experts[name] = HandleExpert(expert_handles[name], adapter)
         else:
-            experts[name] = InProcessExpert(build_backend(name, spec))
+            experts[name] = InProcessExpert(build_backend(name, spec), adapter)
     classifier = build_classifier_caller(config, classifier_handle)
     service = RouterService(config, classifier, experts)
     return Gateway(service, experts, build_accounting(config, redis_url))

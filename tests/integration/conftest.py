@@ -39,6 +39,23 @@ experts:
     model: builtin:smollm2-135m-instruct
     max_tokens_default: 16
     resources: {{num_cpus: 0.1}}
+  tiny-maths:
+    backend: local
+    model: {tiny}
+    adapter: {maths}
+    max_tokens_default: 8
+    resources: {{num_cpus: 0.1}}
+  tiny-echo:
+    backend: local
+    model: {tiny}
+    adapter: {echo}
+    max_tokens_default: 8
+    resources: {{num_cpus: 0.1}}
+  tiny-moe:
+    backend: local
+    model: {moe}
+    max_tokens_default: 8
+    resources: {{num_cpus: 0.1}}
   code-fake: {{backend: fake}}
   broken: {{backend: fake, fail: always}}
   general-fake: {{backend: fake, context_window: 64}}
@@ -82,18 +99,70 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two LoRA adapters trained a few steps on the tiny base (different data, different seeds)."""
+    from experts.tune import TuneConfig, tune
+    from tests.unit.test_experts_tune_tiny import arithmetic_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("adapters")
+    rows = {
+        "maths": arithmetic_rows(24),
+        "echo": [{"prompt": f"say {i}", "response": f"{i} {i} {i}"} for i in range(24)],
+    }
+    out = {}
+    for seed, (name, data) in enumerate(rows.items()):
+        out[name] = root / name
+        cfg = TuneConfig(
+            base=str(tiny_model),
+            data=write_jsonl(root / f"{name}.jsonl", data),
+            out=out[name],
+            steps=6,
+            holdout=4,
+            lr=2e-2,
+            warmup_steps=1,
+            seed=seed,
+            progress=False,
+        )
+        tune(cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_moe(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama sparse-upcycled into a 4-expert, top-2 Mixtral by the real code path."""
+    from experts.upcycle import upcycle
+
+    out = tmp_path_factory.mktemp("moe") / "tiny-moe"
+    upcycle(str(tiny_model), out, experts=4, top_k=2)
+    return out
+
+
+@pytest.fixture(scope="session")
 def gateway_redis(redis_server) -> str:  # type: ignore[no-untyped-def]
     return str(redis_server.url)
 
 
 @pytest.fixture(scope="session")
 def gateway_url(  # type: ignore[no-untyped-def]
-    tiny_model: Path, gateway_redis: str, tmp_path_factory: pytest.TempPathFactory
+    tiny_model: Path,
+    tiny_adapters: dict[str, Path],
+    tiny_moe: Path,
+    gateway_redis: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ):
     from router.policy_file import parse_policy
     from router.server import start_gateway, stop_gateway
 
-    config = parse_policy(POLICY.format(tiny=tiny_model, placement="ingress"), "test-policy.yaml")
+    config = parse_policy(
+        POLICY.format(
+            tiny=tiny_model,
+            maths=tiny_adapters["maths"],
+            echo=tiny_adapters["echo"],
+            moe=tiny_moe,
+            placement="ingress",
+        ),
+        "test-policy.yaml",
+    )
     port = free_port()
     urls: list[str] = []
     t0 = time.monotonic()

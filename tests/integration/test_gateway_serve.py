@@ -106,7 +106,9 @@ def test_prompt_over_local_context_window_is_400(client: openai.OpenAI) -> None:
 
 def test_models_route_and_readiness(client: openai.OpenAI, gateway_url: str) -> None:
     ids = [m.id for m in client.models.list().data]
-    assert ids[0] == "auto" and {"tiny", "smollm2", "code-fake", "broken", "general-fake"} <= set(ids)
+    assert ids[0] == "auto" and {"tiny", "smollm2", "code-fake", "broken", "general-fake"} <= set(
+        ids
+    )
     tiny = next(m for m in client.models.list().data if m.id == "tiny")
     assert tiny.model_extra["metadata"]["context_window"] == 256
     plan = httpx.post(
@@ -148,7 +150,7 @@ def test_ledger_counts_every_request_exactly(client: openai.OpenAI, gateway_redi
 def test_metrics_exposes_request_histograms(client: openai.OpenAI, gateway_url: str) -> None:
     client.chat.completions.create(model="code-fake", messages=[{"role": "user", "content": "m"}])
     text = httpx.get(f"{gateway_url}/metrics").text
-    assert "expert=\"code-fake\"" in text
+    assert 'expert="code-fake"' in text
     assert "_bucket" in text  # histograms, not just counters
 
 
@@ -157,7 +159,9 @@ def test_real_smollm2_answers_through_the_gateway(client: openai.OpenAI) -> None
     """The shipped GGUF model, loaded by the real loading code, answers a real question."""
     raw = client.chat.completions.with_raw_response.create(
         model="smollm2",
-        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        messages=[
+            {"role": "user", "content": "What is the capital of France? Answer in one word."}
+        ],
         max_tokens=12,
         temperature=0,
     )
@@ -167,10 +171,49 @@ def test_real_smollm2_answers_through_the_gateway(client: openai.OpenAI) -> None
     assert resp.usage.prompt_tokens > 10 and 1 <= resp.usage.completion_tokens <= 12
     stream = client.chat.completions.create(
         model="smollm2",
-        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        messages=[
+            {"role": "user", "content": "What is the capital of France? Answer in one word."}
+        ],
         max_tokens=12,
         temperature=0,
         stream=True,
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == resp.choices[0].message.content
+
+
+def test_lora_experts_share_one_base_deployment(client: openai.OpenAI) -> None:
+    from ray import serve
+
+    answers = {}
+    for name in ("tiny-maths", "tiny-echo"):
+        resp = client.chat.completions.create(
+            model=name,
+            messages=[{"role": "user", "content": "What is 3 plus 3?"}],
+            max_tokens=6,
+            temperature=0,
+        )
+        assert resp.model == name
+        answers[name] = resp.choices[0].message.content
+    base = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "What is 3 plus 3?"}],
+        max_tokens=6,
+        temperature=0,
+    )
+    # Different adapters on one base answer differently from each other or from the base.
+    assert len({answers["tiny-maths"], answers["tiny-echo"], base.choices[0].message.content}) >= 2
+    deployments = serve.status().applications["slm-router"].deployments
+    assert "lora-tiny-maths" in deployments and "expert-tiny-echo" not in deployments
+    meta = {m.id: m.model_extra["metadata"] for m in client.models.list().data}
+    assert set(meta["tiny-maths"]["adapters"]) == {"tiny-maths", "tiny-echo"}
+
+
+def test_moe_expert_reports_total_and_active_parameters(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model="tiny-moe", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+    )
+    assert resp.model == "tiny-moe" and resp.usage.completion_tokens >= 1
+    meta = next(m for m in client.models.list().data if m.id == "tiny-moe").model_extra["metadata"]
+    total, active = meta["total_params"], meta["active_params_per_token"]
+    assert total > active > 0

@@ -232,13 +232,15 @@ def test_registry_builds_by_kind_and_accepts_extensions() -> None:
     from experts.base import Backend
     from experts.errors import ExpertUnavailable
     from experts.fake import FakeBackend
-    from experts.registry import _registered, build_backend, register_backend
+    from experts.registry import _registered, backend_kind, build_backend, register_backend
 
     fake = build_backend("f1", ExpertSpec(backend="fake", reply="x"))
     assert isinstance(fake, FakeBackend) and fake.name == "f1"
     lora_spec = ExpertSpec(backend="local", model="base", adapter="/adapters/math")
-    with pytest.raises(ExpertUnavailable, match="lora"):
-        build_backend("math", lora_spec)
+    assert backend_kind(lora_spec) == "lora"
+    with pytest.raises(ExpertUnavailable):
+        build_backend("f2", ExpertSpec(backend="local", model="/no/such/model"))
+    saved = _registered.pop("lora", None)
     built: list[str] = []
 
     def lora_factory(name: str, spec: ExpertSpec) -> Backend:
@@ -251,6 +253,8 @@ def test_registry_builds_by_kind_and_accepts_extensions() -> None:
         assert built == ["math:/adapters/math"]
     finally:
         _registered.pop("lora", None)
+        if saved is not None:
+            _registered["lora"] = saved
 
 
 def test_gguf_publish_is_atomic_and_first_writer_wins(tmp_path: Path) -> None:

@@ -1,0 +1,192 @@
+"""Continuous optimisation in the ingress: rollout arms, drift window, feedback notes, status.
+
+One object per ingress replica (built with the Gateway; a hot reload builds a new one), so the
+gateway's request path gains two calls:
+
+    choice = await continuous.classify(text, user=..., key_id=..., team=..., request_id=...)
+    continuous.observe(choice, request_id, text)        # O(1); never waits, never raises
+
+and the HTTP app gains GET /v1/router/status (`add_status_route`) and the Prometheus gauges
+(`register_gauges`). The policy sections it reads (`classifier_rollout`, `drift`, `feedback`)
+are read with getattr, so this runs before and after AppConfig grows those fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from classifiers.base import Classification
+from router.drift import DriftMonitor, DriftPolicy, monitor_for
+from router.feedback import FeedbackPolicy, FeedbackStore, RequestNote
+from router.rollout import (
+    ClassifierCaller,
+    ClassifierRollout,
+    RolloutCaller,
+    RolloutChoice,
+    register_rollout_gauges,
+    router_status_body,
+    sticky_key,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+    from classifiers.spec import ClassifierSpec
+
+log = logging.getLogger("slm_router")
+
+
+def classifier_identity(
+    spec: ClassifierSpec, examples: Mapping[str, list[str]], base: Path | None = None
+) -> dict[str, Any]:
+    """kind, version, data_sha256 of the classifier a spec names, without loading the model:
+    artifact metadata, or for `examples` the hash ExamplesClassifier reports as its version."""
+    out: dict[str, Any] = {
+        "kind": spec.kind,
+        "path": spec.path,
+        "version": None,
+        "data_sha256": None,
+    }
+    if spec.path:
+        from classifiers.artifact import read_metadata
+
+        p = Path(spec.path)
+        try:
+            meta = read_metadata(p if p.is_absolute() or base is None else base / p)
+        except (OSError, ValueError):
+            return out
+        out.update(kind=meta.kind, version=meta.version, data_sha256=meta.data_sha256)
+    elif spec.kind == "examples":
+        from classifiers.text import sha256_json
+
+        sha = sha256_json({k: list(v) for k, v in examples.items()})
+        out.update(version=sha[:12], data_sha256=sha)
+    if spec.escalation_path:
+        esc = classifier_identity(
+            spec.model_copy(update={"path": spec.escalation_path, "escalation_path": None}),
+            {},
+            base,
+        )
+        out["escalation"] = {k: esc[k] for k in ("kind", "version", "data_sha256")}
+    return out
+
+
+class Continuous:
+    def __init__(
+        self,
+        config: Any,
+        live: ClassifierCaller,
+        candidate: ClassifierCaller | None = None,
+        feedback: FeedbackStore | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.rollout: ClassifierRollout | None = getattr(config, "classifier_rollout", None)
+        self.drift_policy: DriftPolicy = getattr(config, "drift", None) or DriftPolicy()
+        base = base_dir or Path.cwd()
+        self.caller = RolloutCaller(live, candidate, self.rollout)
+        self.drift: DriftMonitor = monitor_for(config.classifier, self.drift_policy, str(base))
+        self.feedback = feedback
+        examples = config.route_examples()
+        self.live_identity = classifier_identity(config.classifier, examples, base)
+        self.candidate_identity = (
+            classifier_identity(self.rollout.candidate, examples, base) if self.rollout else None
+        )
+
+    # ---- per request -------------------------------------------------------------------------
+
+    async def classify(
+        self,
+        text: str,
+        *,
+        user: str | None,
+        key_id: str | None,
+        team: str | None,
+        request_id: str,
+    ) -> RolloutChoice:
+        """What routing must use (the live classifier's result unless this user is in the
+        canary); shadow scoring starts in the background."""
+        if self.rollout is None:
+            return RolloutChoice(await self.caller.current.classify(text), "current")
+        key = sticky_key(self.rollout, user=user, key_id=key_id, team=team, request_id=request_id)
+        return await self.caller.classify(text, key, request_id)
+
+    def observe(self, choice: RolloutChoice, request_id: str, text: str) -> None:
+        """After routing: the drift window (live arm only: the reference is the live model's)
+        and, with feedback.keep_prompts, a note for a later feedback. Never raises."""
+        try:
+            if choice.arm == "current":
+                self.drift.observe(choice.classification)
+            if self.feedback is not None:
+                self.feedback.note(self._note(choice.classification, choice.arm, request_id, text))
+        except Exception:  # observability must never fail a request
+            log.debug("continuous: observe failed", exc_info=True)
+
+    def _note(self, c: Classification, arm: str, request_id: str, text: str) -> RequestNote:
+        ident = self.candidate_identity if arm == "candidate" else self.live_identity
+        version = (ident or {}).get("version") or ""
+        return RequestNote(request_id, text, c.label, c.confidence, c.out_of_scope, version, arm)
+
+    # ---- status and metrics ------------------------------------------------------------------
+
+    def status(self, experts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        return router_status_body(
+            classifier=self.live_identity,
+            candidate=self.candidate_identity,
+            rollout=self.rollout,
+            book=self.caller.book if self.rollout else None,
+            drift=self.drift.snapshot().to_dict(),
+            experts=experts,
+            policy_name=getattr(self.config, "name", ""),
+        )
+
+    def register_gauges(self, meter: Any, current: Callable[[], Continuous] | None = None) -> None:
+        """Drift and rollout gauges; `current` returns the live object if it may be swapped."""
+        from router.drift import register_drift_gauges
+
+        get = current or (lambda: self)
+        register_drift_gauges(meter, lambda: get().drift)
+        register_rollout_gauges(meter, lambda: get().caller)
+
+
+def build_candidate(config: Any, base: Path | None = None) -> ClassifierCaller | None:
+    """The candidate in-process (in a worker thread, like the default live classifier)."""
+    rollout: ClassifierRollout | None = getattr(config, "classifier_rollout", None)
+    if rollout is None:
+        return None
+    from classifiers import build_classifier
+    from router.callers import InProcessClassifier
+
+    clf = build_classifier(rollout.candidate, config.route_examples(), base or Path.cwd())
+    return InProcessClassifier(clf)
+
+
+def build_feedback_store(
+    config: Any, redis: Any, ledger: Any, prefix: str = "slm"
+) -> FeedbackStore:
+    policy: FeedbackPolicy = getattr(config, "feedback", None) or FeedbackPolicy()
+    return FeedbackStore(redis, ledger.get, prefix=prefix, policy=policy)
+
+
+def add_status_route(
+    app: FastAPI,
+    get_status: Callable[[], Awaitable[dict[str, Any]]],
+    authenticate: Callable[[Request], Awaitable[object]],
+) -> None:
+    """GET /v1/router/status: versions live, rollout and shadow agreement, drift and alerts."""
+    from fastapi.responses import JSONResponse, Response
+
+    from router.errors import envelope
+
+    async def status(request: Request) -> Response:
+        try:
+            await authenticate(request)
+            return JSONResponse(await get_status(), headers={"cache-control": "no-store"})
+        except Exception as exc:
+            code, body, headers = envelope(exc)
+            return JSONResponse(body, status_code=code, headers=headers)
+
+    app.add_api_route("/v1/router/status", status, methods=["GET"])
