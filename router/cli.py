@@ -23,15 +23,17 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_policy(args.policy)
     from router.server import run_gateway
 
-    return run_gateway(config, host=args.host, port=args.port, wait=_wait_for_signal)
+    watch = args.policy if args.watch else None
+    return run_gateway(config, args.host, args.port, _wait_for_signal, watch)
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(tick: Callable[[], None] | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
-        pass
+        if tick is not None:
+            tick()
 
 
 def _serve_config(args: argparse.Namespace) -> int:
@@ -47,6 +49,7 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--policy", type=Path, default=default_policy_path())
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--watch", action="store_true", help="apply the policy file when it changes")
     p.set_defaults(func=_serve)
     p = sub.add_parser("serve-config", help="print a Ray Serve config for `serve deploy`")
     p.add_argument("--policy", type=Path, default=default_policy_path())

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,6 +24,7 @@ def _say(msg: str) -> None:
 
 
 _EMBEDDED: list[Any] = []
+_REDIS_URL: list[str | None] = [None]
 
 
 def start_redis(redis_url: str | None) -> str:
@@ -30,6 +32,7 @@ def start_redis(redis_url: str | None) -> str:
     from router.redis_server import resolve_redis_url
 
     url, server = resolve_redis_url(redis_url)
+    _REDIS_URL[0] = url
     if server is not None:
         _EMBEDDED.append(server)
         _say(f"redis: embedded redis-server at {url} (data in {server.data_dir})")
@@ -69,16 +72,44 @@ def stop_gateway() -> None:
             _EMBEDDED.pop().stop()
 
 
-def run_gateway(config: AppConfig, host: str, port: int, wait: Callable[[], None]) -> int:
+def run_gateway(
+    config: AppConfig,
+    host: str,
+    port: int,
+    wait: Callable[[Callable[[], None] | None], None],
+    watch: Path | None = None,
+) -> int:
     try:
         start_gateway(config, host, port)
-        _say("Ctrl-C to stop")
-        wait()
+        _say("Ctrl-C to stop" + (f"; watching {watch} for changes" if watch else ""))
+        wait(_watcher(watch) if watch else None)
         _say("shutting down...")
     finally:
         stop_gateway()
     _say("stopped")
     return 0
+
+
+def _watcher(path: Path) -> Callable[[], None]:
+    """Called every half second: apply the policy file when it changes; keep the old one (and
+    say why) when the new one is invalid."""
+    from router.config import PolicyLoadError
+    from router.policy_file import load_policy
+    from router.reload import PolicyWatcher, apply_config
+
+    watcher = PolicyWatcher(path)
+
+    def poll() -> None:
+        if not watcher.changed():
+            return
+        try:
+            config = load_policy(path)
+        except PolicyLoadError as exc:
+            _say("policy change rejected, the running policy stays:\n" + "\n".join(exc.issues))
+            return
+        _say(f"policy changed: applied in {apply_config(config, _REDIS_URL[0]):.1f}s")
+
+    return poll
 
 
 def serve_config(config: AppConfig, host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
