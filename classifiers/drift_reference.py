@@ -69,21 +69,6 @@ def load_reference(path: Path) -> Reference:
     return Reference.model_validate(body["reference"])
 
 
-def carried_reference(clf: Classifier) -> tuple[Reference | None, Reference | None, float | None]:
-    """(domain reference, escalation reference, escalation threshold) a classifier carries.
-
-    Sees through WithEscalation; any part without an artifact reference gives None.
-    """
-    domain = getattr(clf, "domain", clf)
-    escalation = getattr(clf, "escalation", None)
-    dom_meta = getattr(domain, "meta", None)
-    esc_meta = getattr(escalation, "meta", None)
-    dom_ref = getattr(dom_meta, "reference", None)
-    esc_ref = getattr(esc_meta, "reference", None)
-    threshold = getattr(escalation, "oos_threshold", None) if esc_ref is not None else None
-    return dom_ref, esc_ref, threshold
-
-
 def oos_output_of(clf: Classifier) -> str:
     domain = getattr(clf, "domain", clf)
     meta = getattr(domain, "meta", None)

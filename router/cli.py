@@ -67,15 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slm-router", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
-    for name, help_text, module in (
-        ("classifier", "train, evaluate and run routing classifiers", "classifiers.cli"),
-        ("experts", "tune LoRA adapters, upcycle MoE generalists", "experts.cli"),
-        ("policy", "validate, explain, simulate and apply routing policies", "router.policy_cli"),
-    ):
-        add = _optional_subcommands(module)
-        if add is not None:
-            _mount(sub, name, help_text, add)
+    from classifiers.cli import add_subcommands as add_classifier
+    from classifiers.retrain import add_retrain_subcommand
+    from experts.cli import add_subcommands as add_experts
     from router.admin_cli import add_key_subcommands, add_spend_subcommands
+    from router.policy_cli import add_subcommands as add_policy
+    from router.rollout_cli import add_feedback_subcommands, add_rollout_subcommands
+
+    def add_classifier_all(classifier_sub: Any) -> None:
+        add_classifier(classifier_sub)
+        add_retrain_subcommand(classifier_sub)
+
+    _mount(sub, "classifier", "train, evaluate, retrain routing classifiers", add_classifier_all)
+    _mount(sub, "classifier-rollout", "shadow, canary, promote, rollback", add_rollout_subcommands)
+    _mount(sub, "feedback", "export feedback as training rows", add_feedback_subcommands)
+    _mount(sub, "experts", "tune LoRA adapters, upcycle MoE generalists", add_experts)
+    _mount(sub, "policy", "validate, explain, simulate and apply routing policies", add_policy)
 
     _mount(sub, "keys", "API keys, teams and budgets", add_key_subcommands)
     _mount(sub, "spend", "spend reports from the ledger", add_spend_subcommands)
@@ -85,19 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=run)
     return parser
-
-
-def _optional_subcommands(module: str) -> Callable[[Any], None] | None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-    add: Callable[[Any], None] = mod.add_subcommands
-    return add
 
 
 def main(argv: Sequence[str] | None = None) -> int:

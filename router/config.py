@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from classifiers.spec import ClassifierSpec
 from experts.spec import ExpertSpec
 from policies.schema import RoutingPolicy
+from router.drift import DriftPolicy
+from router.feedback import FeedbackPolicy
+from router.rollout import ClassifierRollout, with_absolute_candidate
 
 RESERVED_MODEL_NAMES = ("auto",)
 
@@ -41,6 +44,11 @@ class AppConfig(BaseModel):
     experts: dict[str, ExpertSpec] = Field(..., min_length=1)
     routing: RoutingPolicy
     gateway: GatewaySpec = GatewaySpec()
+    classifier_rollout: ClassifierRollout | None = Field(
+        None, description="A candidate classifier in shadow or canary (docs/CONTINUOUS.md)."
+    )
+    drift: DriftPolicy = DriftPolicy()
+    feedback: FeedbackPolicy = FeedbackPolicy()
 
     @model_validator(mode="after")
     def _names(self) -> AppConfig:
@@ -93,8 +101,16 @@ def with_absolute_paths(config: AppConfig, base: Path) -> AppConfig:
             if isinstance(value := getattr(spec, key), str) and value.startswith(("./", "../"))
         }
         experts[name] = spec.model_copy(update=update) if update else spec
+    drift = config.drift
+    if drift.reference and _is_relative_path(drift.reference):
+        drift = drift.model_copy(update={"reference": str((base / drift.reference).resolve())})
     return config.model_copy(
-        update={"classifier": clf.model_copy(update=clf_update), "experts": experts}
+        update={
+            "classifier": clf.model_copy(update=clf_update),
+            "experts": experts,
+            "classifier_rollout": with_absolute_candidate(config.classifier_rollout, base),
+            "drift": drift,
+        }
     )
 
 

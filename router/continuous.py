@@ -18,6 +18,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Runtime imports: FastAPI resolves the route handler's `Request` annotation when mounting it;
+# under TYPE_CHECKING only, `request` would be read as a query parameter (a 422 on every call).
+from fastapi import FastAPI, Request
+
 from classifiers.base import Classification
 from router.drift import DriftMonitor, DriftPolicy, monitor_for
 from router.feedback import FeedbackPolicy, FeedbackStore, RequestNote
@@ -32,8 +36,6 @@ from router.rollout import (
 )
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI, Request
-
     from classifiers.spec import ClassifierSpec
 
 log = logging.getLogger("slm_router")

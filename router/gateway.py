@@ -98,7 +98,12 @@ class Gateway:
         plan: RoutePlan | None = None
         try:
             with acct.child("classify"):
-                classification, classify_s = await self.service.classify(req)
+                classification, classify_s = await self.service.classify(
+                    req,
+                    request_id=ticket.request_id,
+                    team=ticket.key.team if ticket.key else None,
+                    key_id=ticket.key.key_id if ticket.key else None,
+                )
             with acct.child("decide"):
                 team = ticket.key.team if ticket.key else None
                 plan = self.service.plan(
@@ -217,7 +222,11 @@ class Gateway:
                 "object": "model",
                 "created": created,
                 "owned_by": "slm-router",
-                "metadata": {"routed": True, "experts": sorted(self.config.experts)},
+                "metadata": {
+                    "routed": True,
+                    "experts": sorted(self.config.experts),
+                    **self._classifier_identity(),
+                },
             }
         ]
         infos = await asyncio.gather(*(self._info(n) for n in self.config.experts))
@@ -235,6 +244,15 @@ class Gateway:
                 }
             )
         return {"object": "list", "data": data}
+
+    def _classifier_identity(self) -> dict[str, Any]:
+        cont = self.service.continuous
+        if cont is None:
+            return {}
+        out: dict[str, Any] = {"classifier": cont.live_identity}
+        if cont.candidate_identity:
+            out["candidate_classifier"] = cont.candidate_identity
+        return out
 
     async def ready(self) -> dict[str, bool]:
         async def one(name: str) -> bool:

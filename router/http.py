@@ -17,7 +17,7 @@ from policies.errors import PolicyError
 from router.config import PolicyLoadError
 from router.errors import APIError, InvalidRequest, PayloadTooLarge, envelope
 from router.gateway import Gateway
-from router.keys import AccessError
+from router.keys import AccessError, KeyInfo
 from router.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
@@ -171,7 +171,30 @@ def create_api(gw: Gateway) -> FastAPI:
         return JSONResponse({"ready": ok, "experts": experts}, status_code=200 if ok else 503)
 
     _add_spend(app, gw)
+    _add_continuous(app, gw)
     return app
+
+
+def _add_continuous(app: FastAPI, gw: Gateway) -> None:
+    cont = gw.service.continuous
+    if cont is None:
+        return
+    from router.continuous import add_status_route
+    from router.feedback_api import add_feedback_routes
+
+    async def authenticate(request: Request) -> KeyInfo | None:
+        return await gw.accounting.authenticate(request.headers.get("authorization"))
+
+    async def status() -> dict[str, Any]:
+        return cont.status()
+
+    add_status_route(app, status, authenticate)
+    if cont.feedback is not None:
+        cfg = gw.config
+        domains = {r.domain for r in cfg.routing.routes} | {"out_of_scope"}
+        add_feedback_routes(
+            app, cont.feedback, authenticate, domains=domains, experts=set(cfg.experts)
+        )
 
 
 def _add_spend(app: FastAPI, gw: Gateway) -> None:

@@ -17,14 +17,19 @@ from router.config import AppConfig
 from router.policy_file import load_policy
 
 
-def apply_config(config: AppConfig, redis_url: str | None) -> float:
-    """Redeploy onto the Serve instance this process is connected to; returns seconds taken."""
+def apply_config(
+    config: AppConfig, redis_url: str | None, *, name: str | None = None, route_prefix: str = "/"
+) -> float:
+    """Redeploy onto the Serve instance this process is connected to; returns seconds taken.
+
+    `name` / `route_prefix` address another copy of the app on the same Serve (tests)."""
     from ray import serve
 
     from router.app import APP_NAME, build_app
 
     t0 = time.monotonic()
-    serve.run(build_app(config, redis_url), name=APP_NAME, route_prefix="/", blocking=False)
+    app = build_app(config, redis_url)
+    serve.run(app, name=name or APP_NAME, route_prefix=route_prefix, blocking=False)
     return time.monotonic() - t0
 
 

@@ -533,7 +533,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry until the lead mounts the commands: `python -m router.rollout_cli
-    rollout shadow ...` / `python -m router.rollout_cli feedback export ...`."""
+    classifier-rollout shadow ...` / `python -m router.rollout_cli feedback export ...`."""
     parser = argparse.ArgumentParser(prog="slm-router")
     sub = parser.add_subparsers(dest="command", required=True)
     add_rollout_subcommands(

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from classifiers.base import Classification
 from experts.base import Completion, GenerationParams, Message, StreamChunk
@@ -23,6 +23,9 @@ from policies.types import RequestContext, RoutePlan, Scores
 from router.config import AppConfig
 from router.errors import InvalidRequest
 from router.livestats import LiveStats
+
+if TYPE_CHECKING:
+    from router.continuous import Continuous
 from router.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
@@ -104,12 +107,14 @@ class RouterService:
         classifier: ClassifierCaller,
         experts: Mapping[str, ExpertCaller],
         stats: LiveStats | None = None,
+        continuous: Continuous | None = None,
     ) -> None:
         self.config = config
         self.policy = CompiledPolicy.build(config.routing, config.experts)
         self.classifier = classifier
         self.experts = experts
         self.stats = stats or LiveStats()
+        self.continuous = continuous
 
     # ---- routing -------------------------------------------------------------------------
     def pinned_model(self, model: str | None) -> str | None:
@@ -121,10 +126,28 @@ class RouterService:
         # Unknown or refused pins are the engine's call (404/400/403 with a suggestion).
         return None if model == "auto" else model
 
-    async def classify(self, req: ChatCompletionRequest) -> tuple[Classification, float]:
-        """The classification of the last user message, and the seconds it took."""
+    async def classify(
+        self,
+        req: ChatCompletionRequest,
+        *,
+        request_id: str = "",
+        team: str | None = None,
+        key_id: str | None = None,
+        observe: bool = True,
+    ) -> tuple[Classification, float]:
+        """The classification routing uses (a canary user's comes from the candidate), and the
+        seconds it took. `observe` feeds drift windows and feedback notes (not for dry runs)."""
         t0 = time.perf_counter()
-        result = await self.classifier.classify(req.last_user_text())
+        text = req.last_user_text()
+        if self.continuous is None:
+            result = await self.classifier.classify(text)
+        else:
+            choice = await self.continuous.classify(
+                text, user=req.user, key_id=key_id, team=team, request_id=request_id
+            )
+            if observe:
+                self.continuous.observe(choice, request_id, text)
+            result = choice.classification
         return result, time.perf_counter() - t0
 
     def plan(
@@ -155,7 +178,7 @@ class RouterService:
         self, req: ChatCompletionRequest, request_id: str, team: str | None = None
     ) -> Routed:
         self.pinned_model(req.model)  # refuse a bad `model` before spending a classification
-        classification, _ = await self.classify(req)
+        classification, _ = await self.classify(req, request_id=request_id, observe=False)
         return Routed(self.plan(req, classification, request_id, team), classification)
 
     # ---- execution -----------------------------------------------------------------------

@@ -60,6 +60,7 @@ DASHBOARD_CSP = (
 STATIC_TYPES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+    "drift_panel.js": "text/javascript; charset=utf-8",
 }
 
 

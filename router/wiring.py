@@ -14,6 +14,7 @@ from router.callers import (
     InProcessExpert,
 )
 from router.config import AppConfig
+from router.continuous import Continuous
 from router.gateway import Gateway
 from router.service import ClassifierCaller, RouterService
 
@@ -71,5 +72,21 @@ def build_gateway(
         else:
             experts[name] = InProcessExpert(build_backend(name, spec), adapter)
     classifier = build_classifier_caller(config, classifier_handle)
-    service = RouterService(config, classifier, experts)
-    return Gateway(service, experts, build_accounting(config, redis_url))
+    acct = build_accounting(config, redis_url)
+    continuous = build_continuous(config, classifier, acct)
+    service = RouterService(config, classifier, experts, continuous=continuous)
+    return Gateway(service, experts, acct)
+
+
+def build_continuous(
+    config: AppConfig, classifier: ClassifierCaller, acct: Accounting
+) -> Continuous:
+    """Drift windows, the candidate classifier (shadow/canary) and the feedback store."""
+    from router.continuous import Continuous, build_candidate, build_feedback_store
+
+    ledger = acct.ledger
+    feedback = build_feedback_store(config, ledger.redis, ledger, ledger.prefix) if ledger else None
+    cont = Continuous(config, classifier, build_candidate(config), feedback)
+    if acct.telemetry is not None:
+        cont.register_gauges(acct.telemetry.metrics.provider.get_meter("slm_router"))
+    return cont

@@ -118,7 +118,23 @@ def _app(url: str, prefix: str, spool: Path) -> FastAPI:
     app = FastAPI()
     ledger = Ledger(url, spool, prefix=prefix, client=redis)
     add_spend_routes(app, ledger, keys, Limiter(redis, prefix=prefix), require_admin)
+    _add_router_status(app, require_admin)
     return app
+
+
+def _add_router_status(app: FastAPI, require_admin) -> None:  # type: ignore[no-untyped-def]
+    """The gateway always serves /v1/router/status, which the dashboard's classifier panel reads."""
+    from router.continuous import Continuous, add_status_route
+    from router.policy_file import load_policy
+    from tests.doubles import KeywordClassifier
+
+    config = load_policy(Path(__file__).parent.parent / "policies" / "fake.yaml")
+    cont = Continuous(config, KeywordClassifier({}))
+
+    async def status() -> dict:  # type: ignore[type-arg]
+        return cont.status()
+
+    add_status_route(app, status, require_admin)
 
 
 @pytest.fixture(scope="module")

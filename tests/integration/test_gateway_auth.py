@@ -59,7 +59,9 @@ async def test_auth_required_and_key_works(gw_client) -> None:  # type: ignore[n
     auth = {"authorization": f"Bearer {created.plaintext}"}
     r = await client.post("/v1/chat/completions", json=body(), headers=auth)
     assert r.status_code == 200, r.text
-    r = await client.post("/v1/chat/completions", json=body(), headers={"authorization": "Bearer sk-nope"})
+    r = await client.post(
+        "/v1/chat/completions", json=body(), headers={"authorization": "Bearer sk-nope"}
+    )
     assert r.status_code == 401
 
 
@@ -67,7 +69,9 @@ async def test_rate_limit_gives_429_with_retry_after(gw_client) -> None:  # type
     client, keys, _ = gw_client
     created = await keys.create_key("beta", rpm=2)
     auth = {"authorization": f"Bearer {created.plaintext}"}
-    codes = [(await client.post("/v1/chat/completions", json=body(), headers=auth)) for _ in range(3)]
+    codes = [
+        (await client.post("/v1/chat/completions", json=body(), headers=auth)) for _ in range(3)
+    ]
     assert [r.status_code for r in codes] == [200, 200, 429]
     assert int(codes[-1].headers["retry-after"]) >= 1
     assert codes[-1].json()["error"]["type"] == "rate_limit_exceeded" or "rate" in codes[-1].text
@@ -95,13 +99,17 @@ async def test_spend_api_matches_served_requests(gw_client) -> None:  # type: ig
     auth = {"authorization": f"Bearer {user.plaintext}"}
     served = []
     for i in range(4):
-        r = await client.post("/v1/chat/completions", json=body(f"fix this javascript bug {i}"), headers=auth)
+        r = await client.post(
+            "/v1/chat/completions", json=body(f"fix this javascript bug {i}"), headers=auth
+        )
         served.append(r.json()["usage"])
     await gw.accounting.ledger.drain()
     r = await client.get("/v1/spend", params={"group_by": "team"}, headers=auth)
     assert r.status_code in (401, 403)  # spend is admin-only
     r = await client.get(
-        "/v1/spend", params={"group_by": "team"}, headers={"authorization": f"Bearer {admin.plaintext}"}
+        "/v1/spend",
+        params={"group_by": "team"},
+        headers={"authorization": f"Bearer {admin.plaintext}"},
     )
     rows = {row["team"]: row for row in r.json()["data"]}
     assert rows["delta"]["requests"] == 4

@@ -11,6 +11,7 @@ from openai import AsyncOpenAI, BadRequestError, NotFoundError
 
 from experts.registry import build_backend
 from router.callers import InProcessExpert
+from router.continuous import Continuous
 from router.gateway import Gateway
 from router.http import create_api
 from router.policy_file import load_policy
@@ -25,7 +26,8 @@ def api():
     config = load_policy(POLICY)
     experts = {n: InProcessExpert(build_backend(n, s)) for n, s in config.experts.items()}
     clf = KeywordClassifier({"python": "code", "times": "math", "sum": "math"})
-    return create_api(Gateway(RouterService(config, clf, experts), experts))
+    service = RouterService(config, clf, experts, continuous=Continuous(config, clf))
+    return create_api(Gateway(service, experts))
 
 
 @pytest.fixture
@@ -219,3 +221,14 @@ async def test_health_and_readiness(http):
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     r = await http.get("/readyz")
     assert r.status_code == 200 and r.json()["ready"] is True
+
+
+async def test_router_status_reports_classifier_and_drift_windows(http):
+    for _ in range(3):
+        await http.post("/v1/chat/completions", json=chat("python"))
+    await http.post("/v1/route", json=chat("python"))  # dry runs are not observed
+    r = await http.get("/v1/router/status")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["drift"]["samples"] == 3
+    assert "classifier" in body
