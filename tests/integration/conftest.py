@@ -143,6 +143,18 @@ def gateway_redis(redis_server) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def gateway_policy_text(tiny_model: Path, tiny_adapters: dict[str, Path], tiny_moe: Path) -> str:
+    """The session gateway's policy as YAML text (tests that apply policies restore it)."""
+    return POLICY.format(
+        tiny=tiny_model,
+        maths=tiny_adapters["maths"],
+        echo=tiny_adapters["echo"],
+        moe=tiny_moe,
+        placement="ingress",
+    )
+
+
+@pytest.fixture(scope="session")
 def gateway_url(  # type: ignore[no-untyped-def]
     tiny_model: Path,
     tiny_adapters: dict[str, Path],
@@ -167,6 +179,12 @@ def gateway_url(  # type: ignore[no-untyped-def]
     urls: list[str] = []
     t0 = time.monotonic()
     os.environ["SLM_ROUTER_SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
+    # Ray in this (main) thread: its raylet and GCS are started with PR_SET_PDEATHSIG, which
+    # Linux fires when the *thread* that forked them exits, so a Ray started inside
+    # _run_with_timeout's thread is SIGKILLed seconds after the gateway is up.
+    from router.runtime import start_ray
+
+    start_ray()
     _run_with_timeout(
         lambda: urls.append(start_gateway(config, "127.0.0.1", port, gateway_redis)),
         STARTUP_TIMEOUT_S,
