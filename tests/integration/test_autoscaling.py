@@ -4,25 +4,31 @@ Two `backend: local` experts on a tiny random Llama, each in its own deployment 
 (min 1, max 2, target 1 ongoing request). A closed loop of pinned requests keeps `busy` loaded;
 its RUNNING replicas, read from serve.status(), must grow above 1 while `idle` stays at 1.
 
-The app runs under its own name and route prefix so it can share a Serve instance with the
-session gateway (app 'slm-router' at '/'), and is deleted afterwards.
+The scenario runs in a child process with a Ray of its own, under its own app name and route
+prefix (which also checks that the FastAPI ingress answers under a prefix). Why a child: the
+session gateway (conftest) calls ray.init from a worker thread, and a later `serve.run` from
+this process's main thread then ends the whole pytest process silently (exit 1, seen with
+Ray 2.60 while the deployment arguments are serialised). A child process sidesteps that and
+leaves the session gateway untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-import pytest
-
-from tests.integration.conftest import free_port
 
 APP = "autoscale-test"
 PREFIX = "/autoscale"
 LOAD_TIMEOUT_S = 45.0
+ROOT = Path(__file__).resolve().parents[2]
 
 POLICY = """
 version: 1
@@ -59,31 +65,37 @@ gateway: {{max_ongoing_requests: 64}}
 """
 
 
-@pytest.fixture
-def serve_http() -> Iterator[str]:
-    """Serve's HTTP base URL: the session's Serve if one runs, else one started (and stopped)."""
-    import ray
-    from ray import serve
+def test_loaded_expert_scales_while_idle_one_stays(tiny_model: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)  # always a Ray of its own
+    log = tmp_path / "scenario.log"
+    with log.open("w") as err:
+        # Own session: the child's Ray never shares a process group with pytest.
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.integration.test_autoscaling", str(tiny_model)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=150,
+            start_new_session=True,
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    tail = log.read_text(errors="replace")[-3000:]
+    assert proc.returncode == 0 and lines, f"scenario failed (rc {proc.returncode}):\n{tail}"
+    result = json.loads(lines[-1].removeprefix("RESULT "))
 
-    from router.runtime import start_ray
+    assert result["ready_status"] == 200, result
+    assert result["before"] == {"ingress": 1, "expert-busy": 1, "expert-idle": 1}
+    samples = result["samples"]
+    assert samples[-1]["expert-busy"] > 1, f"busy never scaled: {samples}"
+    assert all(s["expert-idle"] == 1 for s in samples), f"idle moved: {samples}"
+    assert result["errors"] == [], result["errors"][:3]
+    assert result["experts"] and set(result["experts"]) == {"busy"}
 
-    started = start_ray()
-    if started:
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    else:
-        serve.start()  # no-op when the session gateway already started Serve
-    client = serve.context._get_global_client()
-    assert client is not None
-    port = client.http_config.port
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        try:
-            serve.delete(APP)
-        finally:
-            if started:
-                serve.shutdown()
-                ray.shutdown()
+
+# ---- the scenario, run in the child process --------------------------------------------------
 
 
 def running(app: str) -> dict[str, int]:
@@ -98,10 +110,9 @@ def running(app: str) -> dict[str, int]:
     }
 
 
-async def load_until_scaled(url: str, concurrency: int) -> tuple[list[dict[str, int]], list[str]]:
-    """Pinned requests on `busy` until its replicas grow (or time runs out); samples + experts."""
-    samples: list[dict[str, int]] = []
-    experts: list[str] = []
+async def load_until_scaled(url: str, concurrency: int) -> dict[str, Any]:
+    """Pinned requests on `busy` until its replicas grow (or time runs out)."""
+    out: dict[str, Any] = {"samples": [], "experts": [], "errors": []}
     stop = asyncio.Event()
     body = {
         "model": "busy",
@@ -112,14 +123,16 @@ async def load_until_scaled(url: str, concurrency: int) -> tuple[list[dict[str, 
     async def client(http: httpx.AsyncClient) -> None:
         while not stop.is_set():
             resp = await http.post(f"{url}/v1/chat/completions", json=body)
-            assert resp.status_code == 200, resp.text
-            experts.append(resp.headers["x-slm-router-expert"])
+            if resp.status_code != 200:
+                out["errors"].append(f"{resp.status_code}: {resp.text[:200]}")
+                continue
+            out["experts"].append(resp.headers["x-slm-router-expert"])
 
     async def watch() -> None:
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         while time.monotonic() < deadline:
-            samples.append(await asyncio.to_thread(running, APP))
-            if samples[-1].get("expert-busy", 0) > 1:
+            out["samples"].append(await asyncio.to_thread(running, APP))
+            if out["samples"][-1].get("expert-busy", 0) > 1:
                 break
             await asyncio.sleep(1.0)
         stop.set()
@@ -128,25 +141,34 @@ async def load_until_scaled(url: str, concurrency: int) -> tuple[list[dict[str, 
         workers = [asyncio.create_task(client(http)) for _ in range(concurrency)]
         await watch()
         await asyncio.gather(*workers)
-    return samples, experts
+    return out
 
 
-def test_loaded_expert_scales_while_idle_one_stays(serve_http: str, tiny_model: Path) -> None:
+def scenario(tiny: Path) -> dict[str, Any]:
+    import ray
     from ray import serve
 
     from router.app import build_app
     from router.policy_file import parse_policy
+    from router.runtime import start_ray
+    from tests.integration.conftest import free_port
 
-    config = parse_policy(POLICY.format(tiny=tiny_model), "autoscale-test.yaml")
-    serve.run(build_app(config), name=APP, route_prefix=PREFIX)
-    url = serve_http + PREFIX
-    # The FastAPI ingress answers under a route prefix (Serve passes it as the ASGI root_path).
-    ready = httpx.get(f"{url}/readyz", timeout=30, trust_env=False)
-    assert ready.status_code == 200, ready.text
-    assert running(APP) == {"ingress": 1, "expert-busy": 1, "expert-idle": 1}
+    start_ray()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        config = parse_policy(POLICY.format(tiny=tiny), "autoscale-test.yaml")
+        serve.run(build_app(config), name=APP, route_prefix=PREFIX)
+        url = f"http://127.0.0.1:{port}{PREFIX}"
+        ready = httpx.get(f"{url}/readyz", timeout=30, trust_env=False)
+        result = {"ready_status": ready.status_code, "before": running(APP)}
+        result.update(asyncio.run(load_until_scaled(url, concurrency=6)))
+        serve.delete(APP)
+        return result
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
-    samples, experts = asyncio.run(load_until_scaled(url, concurrency=6))
 
-    assert samples[-1]["expert-busy"] > 1, f"busy never scaled: {samples}"
-    assert all(s["expert-idle"] == 1 for s in samples), f"idle moved: {samples}"
-    assert experts and set(experts) == {"busy"}
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(scenario(Path(sys.argv[1]))), flush=True)
