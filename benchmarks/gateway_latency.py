@@ -40,16 +40,23 @@ def policy(placement: str) -> dict[str, Any]:
     return doc
 
 
+def chat_body(i: int) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 async def sequential(url: str, n: int) -> list[float]:
     out = []
     async with httpx.AsyncClient(timeout=30) as c:
         for i in range(n):
-            body = {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
+            body = {
+                "model": "auto",
+                "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            }
             t = time.perf_counter()
             r = await c.post(f"{url}/v1/chat/completions", json=body)
             r.raise_for_status()
@@ -65,7 +72,10 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> float:
         nonlocal done
         i = k
         while time.perf_counter() < stop:
-            body = {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
+            body = {
+                "model": "auto",
+                "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            }
             (await c.post(f"{url}/v1/chat/completions", json=body)).raise_for_status()
             done += 1
             i += 1
@@ -107,18 +117,29 @@ def main() -> None:
             r["p50"].append(statistics.median(lat))
             r["p99"].append(pct(lat, 99))
             r["rps"].append(rps)
-            print(f"run {run} {placement:<10} p50 {r['p50'][-1]:.1f} ms  p99 {r['p99'][-1]:.1f} ms  {rps:.0f} rps", flush=True)
+            print(
+                f"run {run} {placement:<10} p50 {r['p50'][-1]:.1f} ms  "
+                f"p99 {r['p99'][-1]:.1f} ms  {rps:.0f} rps",
+                flush=True,
+            )
             serve.delete(APP_NAME)
     summary = {
         p: {k: round(statistics.median(v), 2) for k, v in r.items()} for p, r in results.items()
     }
-    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "runs": args.runs, "requests": args.requests, "concurrency": args.concurrency}
+    meta = {
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "runs": args.runs,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+    }
     print(f"\n{'placement':<12}{'p50 ms':>10}{'p99 ms':>10}{'rps@' + str(args.concurrency):>10}")
     for p, s in summary.items():
         print(f"{p:<12}{s['p50']:>10}{s['p99']:>10}{s['rps']:>10}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gateway_latency.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2))
+    (args.out / "gateway_latency.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2)
+    )
     serve.shutdown()
 
 

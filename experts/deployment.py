@@ -54,6 +54,7 @@ def deployment_options(name: str, spec: ExpertSpec) -> dict[str, object]:
     opts: dict[str, object] = {
         "name": f"expert-{name}",
         "max_ongoing_requests": spec.max_ongoing_requests,
+        "max_queued_requests": spec.max_queued_requests,
         "ray_actor_options": actor,
         # Model loading can take a while on first start (GGUF conversion).
         "health_check_timeout_s": 60,

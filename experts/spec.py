@@ -76,6 +76,12 @@ class ExpertSpec(_Strict):
     replicas: ReplicaSpec = ReplicaSpec()
     resources: ResourceSpec = ResourceSpec()
     max_ongoing_requests: int = Field(8, ge=1)
+    max_queued_requests: int = Field(
+        -1,
+        ge=-1,
+        description="Requests queued per deployment beyond max_ongoing before Serve refuses "
+        "(then the next expert, or 429 with Retry-After); -1 = unbounded.",
+    )
     price: PriceSpec = PriceSpec()
     slo_p95_ms: float | None = Field(None, gt=0)
 

@@ -191,4 +191,4 @@ def add_status_route(
             code, body, headers = envelope(exc)
             return JSONResponse(body, status_code=code, headers=headers)
 
-    app.add_api_route("/v1/router/status", status, methods=["GET"])
+    app.add_api_route("/v1/router/status", status, methods=["GET"], response_model=None)

@@ -88,7 +88,9 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise self._too_large()
+                # FastAPI turns anything else raised while it reads the body into a plain 400;
+                # an HTTPException passes through to the handler below, which makes it a 413.
+                raise StarletteHTTPException(413, self._too_large().message)
             return message
 
         await self.app(scope, counting_receive, send)
@@ -108,6 +110,8 @@ def create_api(gw: Gateway) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:
+            return error_response(PayloadTooLarge(str(exc.detail)))
         etype = "invalid_request_error" if exc.status_code < 500 else "server_error"
         body = {"error": {"message": str(exc.detail), "type": etype, "param": None, "code": None}}
         return JSONResponse(body, status_code=exc.status_code)

@@ -20,7 +20,17 @@ def default_policy_path() -> Path:
 
 
 def cross_check(config: AppConfig) -> Sequence[PolicyIssue]:
-    return check_routing(config.routing, set(config.experts))
+    issues = list(check_routing(config.routing, set(config.experts)))
+    if config.classifier.kind == "examples" and not config.route_examples():
+        issues.append(
+            PolicyIssue(
+                "the `examples` classifier builds itself from the routes' examples and "
+                "descriptions, and no route has any",
+                loc=("classifier", "kind"),
+                suggestion="add `examples:` to the routes, or name a trained artifact",
+            )
+        )
+    return issues
 
 
 def validate_policy_text(text: str, filename: str = "<policy>") -> LoadResult[AppConfig]:

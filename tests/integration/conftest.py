@@ -67,7 +67,8 @@ routing:
       examples: [write a python function, fix this javascript bug, explain this SQL query]
     - domain: math
       experts: [broken, tiny]
-      examples: [what is 17 times 23, solve for x in 3x + 5 = 20, compute the derivative of x squared]
+      examples:
+        [what is 17 times 23, solve for x in 3x + 5 = 20, compute the derivative of x squared]
 gateway: {{max_ongoing_requests: 32}}
 """
 

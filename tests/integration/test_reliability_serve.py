@@ -30,6 +30,7 @@ PREFIX = "/reliability"
 SLOW_TIMEOUT_S = 1.5  # remote-slow's timeout_s
 SLACK_S = 2.5  # a loaded 2-core machine: the fallback's own time plus scheduling noise
 KILL_TIMEOUT_S = 6.0  # local-tiny's timeout_s
+RELOAD_BOUND_S = 30.0  # a request may wait while the new ingress replica takes over
 
 POLICY = """
 version: 1
@@ -144,11 +145,6 @@ def rel(
     state = Rel(f"{gateway_url}{PREFIX}", rel_redis, fault, "", tiny_model)
     state.policy_text = state.policy()
     t0 = time.monotonic()
-    import os
-    if os.environ.get("REL_DEBUG_SLEEP"):
-        print("sleeping before deploy", flush=True)
-        time.sleep(float(os.environ["REL_DEBUG_SLEEP"]))
-        print("deploying", flush=True)
     deploy(parse_policy(state.policy_text, "reliability.yaml"), rel_redis.url)
     try:
         _wait_ready(state.url, timeout_s=60)
@@ -169,14 +165,14 @@ def assert_all_ok(results: list[Result], bound_s: float) -> None:
 # ---- an expert replica killed during load ----------------------------------------------------
 
 
-def _replicas(deployment: str) -> dict[str, Any]:
-    from ray.util.state import list_actors
+def _replicas(deployment: str) -> list[str]:
+    """Names of the deployment's live replica actors (core API: no dashboard address needed,
+    which matters on a machine where several Ray clusters run)."""
+    import ray
 
-    actors = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:{APP}:{deployment}"), ("state", "=", "ALIVE")],
-        limit=100,
-    )
-    return {a.name: a for a in actors}
+    prefix = f"SERVE_REPLICA::{APP}#{deployment}#"
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"] for a in named if a["name"].startswith(prefix))
 
 
 def _running(deployment: str) -> int:
@@ -192,8 +188,10 @@ def test_replica_killed_during_load_fails_over_and_is_replaced(rel: Rel) -> None
     dep = "expert-local-tiny"
     before = _replicas(dep)
     assert len(before) == 2 and _running(dep) == 2
-    victim = sorted(before)[0]
-    with Load(rel.url, lambda i: chat(f"replicatest {i}", max_tokens=16), concurrency=4) as load:
+    victim = before[0]
+    # Long enough answers, and enough of them, that the victim has requests in flight when it dies.
+    body = lambda i: chat(f"replicatest {i}", max_tokens=48)  # noqa: E731
+    with Load(rel.url, body, concurrency=6) as load:
         time.sleep(2.0)
         killed_at = time.monotonic()
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
@@ -206,13 +204,13 @@ def test_replica_killed_during_load_fails_over_and_is_replaced(rel: Rel) -> None
         replaced_at = time.monotonic()
         time.sleep(1.0)
     after = _replicas(dep)
-    assert victim not in after and len(after) == 2, f"not replaced: {sorted(after)}"
+    assert victim not in after and len(after) == 2, f"not replaced: {after}"
     assert _running(dep) == 2
     print(f"replica replaced in {replaced_at - killed_at:.1f}s; {len(load.results)} requests")
     # None failed, none hung: a request on the dead replica moved to the fallback in time.
     assert_all_ok(load.results, KILL_TIMEOUT_S + SLACK_S + 3)
     experts = {r.expert for r in load.results}
-    assert experts <= {"local-tiny", "fallback"}
+    assert experts == {"local-tiny", "fallback"}, "no request failed over to the fallback"
     assert any(r.expert == "local-tiny" for r in load.results if r.started < killed_at)
     # Serve's replacement serves again (the tripped expert is retried after its 10 s pause).
     with httpx.Client(timeout=30) as client:
@@ -320,36 +318,33 @@ def test_invalid_policy_during_load_is_rejected_and_changes_nothing(
 
 def test_valid_policy_during_load_is_applied_without_failures(rel: Rel, tmp_path: Path) -> None:
     from router.policy_file import load_policy
-    from router.reload import apply_config
 
     good = tmp_path / "good.yaml"
-    good.write_text(rel.policy("- {name: zebra, expert: ledger-fake, keywords: [zebra]}"))
+    text = rel.policy("- {name: zebra, expert: ledger-fake, keywords: [zebra]}")
+    good.write_text(text)
     config = load_policy(good)
     body = lambda i: chat(f"zebra crossing {i}")  # noqa: E731
     with Load(rel.url, body, concurrency=3) as load:
         time.sleep(1.0)
         t0 = time.monotonic()
-        _run_with_timeout(
-            lambda: apply_config(config, rel.redis.url, name=APP, route_prefix=PREFIX), 120
-        )
+        deploy(config, rel.redis.url)  # router.reload.apply_config onto this app
         applied = time.monotonic()
+        rel.policy_text = text  # the zebra override stays: no other test says "zebra"
         deadline = applied + 30
         while time.monotonic() < deadline and not any(
             r.expert == "ledger-fake" for r in load.since(applied)
         ):
             time.sleep(0.3)
         time.sleep(1.0)
-    print(f"reload applied in {applied - t0:.1f}s; {len(load.results)} requests")
-    try:
-        assert_all_ok(load.results, 15.0)
-        assert {r.expert for r in load.results if r.started < t0} == {"fallback"}
-        newest = sorted(load.results, key=lambda r: r.started)[-3:]
-        assert {r.expert for r in newest} == {"ledger-fake"}
-    finally:
-        # Back to the module's policy (and its queue limit) for the tests that follow.
-        from router.policy_file import parse_policy
-
-        deploy(parse_policy(rel.policy_text, "reliability.yaml"), rel.redis.url)
+    slow = sorted(load.results, key=lambda r: -r.latency_s)[:3]
+    print(
+        f"reload applied in {applied - t0:.1f}s; {len(load.results)} requests; slowest "
+        + ", ".join(f"{r.latency_s:.1f}s at t0{r.started - t0:+.1f}s" for r in slow)
+    )
+    assert_all_ok(load.results, RELOAD_BOUND_S)
+    assert {r.expert for r in load.results if r.started < t0} == {"fallback"}
+    newest = sorted(load.results, key=lambda r: r.started)[-3:]
+    assert {r.expert for r in newest} == {"ledger-fake"}
 
 
 # ---- limits -------------------------------------------------------------------------------------
@@ -384,9 +379,12 @@ def test_body_messages_and_token_limits(rel: Rel) -> None:
         many["messages"] = many["messages"][:8]
         assert client.post(url, json=many).status_code == 200
 
+        # max_tokens beyond the window is clamped to the room left (experts/local.py's design,
+        # tests/unit/test_experts_local.py), not refused: the answer stops at the window.
         r = client.post(url, json=chat("hello", model="local-tiny", max_tokens=100_000))
-        err = _envelope(r)
-        assert r.status_code == 400 and err["param"] == "max_tokens", err
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert usage["prompt_tokens"] + usage["completion_tokens"] <= 256
         r = client.post(url, json=chat("word " * 400, model="local-tiny"))
         assert r.status_code == 400 and _envelope(r)["code"] == "context_length_exceeded"
         r = client.post(url, json=chat("hello", model="local-tiny", max_tokens=4))

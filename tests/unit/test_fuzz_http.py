@@ -268,3 +268,22 @@ def test_lone_surrogates_are_refused_at_the_edge(call: Caller, field: str, param
         resp = check(call.post(json.dumps(doc).encode(), path=path))
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"]["param"] == param
+
+
+def test_oversized_body_without_length_is_413(fuzz_app: Any) -> None:
+    """A chunked body (no content-length) is counted as it arrives: 413, not FastAPI's 400."""
+
+    async def run() -> httpx.Response:
+        async def chunks() -> Any:
+            yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
+            for _ in range(40):
+                yield b"y" * 65_536
+            yield b'"}]}'
+
+        transport = httpx.ASGITransport(app=fuzz_app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.post(CHAT, content=chunks())
+
+    resp = check(asyncio.run(run()))
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large"

@@ -16,7 +16,7 @@ class Clock:
 def test_p95_needs_enough_samples_then_tracks_the_tail() -> None:
     clock = Clock()
     stats = LiveStats(clock)
-    for i in range(MIN_SAMPLES - 1):
+    for _ in range(MIN_SAMPLES - 1):
         stats.record("a", 10.0, ok=True)
     assert stats.snapshot()["a"].p95_ms is None
     values = [float(v) for v in range(1, 101)]

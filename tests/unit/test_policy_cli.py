@@ -191,6 +191,9 @@ def test_schema_is_json_with_the_document_keys(
         "experts",
         "routing",
         "gateway",
+            "classifier_rollout",
+        "drift",
+        "feedback",
     }
     assert {"experts", "routing"} <= set(schema["required"])
     assert schema["additionalProperties"] is False

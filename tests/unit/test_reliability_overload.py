@@ -25,7 +25,7 @@ experts:
 routing:
   fallback: spare
   routes:
-    - {domain: code, experts: [busy]}
+    - {domain: code, experts: [busy], examples: [write a python function]}
 """
 
 
