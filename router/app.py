@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from router.config import AppConfig
@@ -41,13 +43,30 @@ def expert_deployments(config: AppConfig) -> dict[str, Any]:
     for first, members in lora_groups(config.experts).items():
         spec = config.experts[first]
         opts = deployment_options(first, spec) | {"name": f"lora-{first}"}
-        app = ExpertDeployment.options(**opts).bind(first, spec, members)  # type: ignore[attr-defined]
+        opts["version"] = content_version(first, spec, members)
+        app = ExpertDeployment.options(**opts, _internal=True).bind(first, spec, members)  # type: ignore[attr-defined]
         bound.update(dict.fromkeys(members, app))
     for name, spec in config.experts.items():
         if spec.runs_in_own_deployment and name not in bound:
-            opts = deployment_options(name, spec)
-            bound[name] = ExpertDeployment.options(**opts).bind(name, spec)  # type: ignore[attr-defined]
+            opts = deployment_options(name, spec) | {"version": content_version(name, spec)}
+            bound[name] = ExpertDeployment.options(**opts, _internal=True).bind(name, spec)  # type: ignore[attr-defined]
     return bound
+
+
+def content_version(name: str, spec: Any, adapters: dict[str, str] | None = None) -> str:
+    """A deployment version from what its replicas are built from.
+
+    `serve.run` gives a deployment without a version a random one, so every policy apply would
+    restart every model replica. With this, an apply restarts an expert only when its spec (or
+    adapters, or our code's version) changed; scaling options are updated in place by Serve."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("slm-router")
+    except PackageNotFoundError:
+        ours = "dev"
+    payload = json.dumps([ours, name, spec.model_dump(mode="json"), adapters or {}], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def app_builder(args: dict[str, str]) -> Any:

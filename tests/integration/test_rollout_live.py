@@ -42,6 +42,13 @@ def flipped_candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "artifact"
 
 
+def _replicas(deployment: str) -> set[str]:
+    import ray
+
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    return {a["name"] for a in actors if f"#{deployment}#" in a["name"]}
+
+
 def _route(url: str, user: str) -> str:
     body = {
         "model": "auto",
@@ -68,6 +75,8 @@ def test_shadow_canary_rollback(  # type: ignore[no-untyped-def]
     users = [f"user-{i}" for i in range(6)]
     before = [_route(gateway_url, u) for u in users]
     assert set(before) == {"code"}
+    experts_before = _replicas("expert-tiny")
+    assert experts_before
 
     assert (
         main(["classifier-rollout", "shadow", *common, "--candidate", str(flipped_candidate)]) == 0
@@ -81,6 +90,8 @@ def test_shadow_canary_rollback(  # type: ignore[no-untyped-def]
 
     assert main(["classifier-rollout", "rollback", *common]) == 0
     assert policy.read_text() == gateway_policy_text  # byte for byte
+    # Three applies rolled the ingress only: the unchanged expert kept its replicas.
+    assert _replicas("expert-tiny") == experts_before
     assert [_route(gateway_url, u) for u in users] == before
     status = httpx.get(f"{gateway_url}/v1/router/status", timeout=30).json()
     assert status["rollout"] is None
