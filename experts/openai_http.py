@@ -14,7 +14,7 @@ from typing import Any
 
 from experts.base import Completion, GenerationParams, Message, ModelInfo, StreamChunk
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
-from experts.remote import RemoteBackend, _dicts, _finish, translate_error
+from experts.remote import RemoteBackend, _finish, openai_fields, translate_error
 
 _RETRYABLE = (ExpertUnavailable, ExpertTimeout, ExpertOverloaded)
 
@@ -101,21 +101,7 @@ class OpenAIHTTPBackend(RemoteBackend):
     ) -> dict[str, Any]:
         # litellm-style "openai/<name>" strings name the provider first; the server wants <name>.
         model = self.model.split("/", 1)[1] if self.model.startswith("openai/") else self.model
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": _dicts(messages),
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "stream": stream,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        return body
+        return openai_fields(model, messages, params, stream)
 
     async def _post_json(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._http().post("/chat/completions", json=body)

@@ -147,22 +147,8 @@ class RemoteBackend(Backend):
     def _request_kwargs(
         self, messages: Sequence[Message], params: GenerationParams, stream: bool
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": _dicts(messages),
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "timeout": self.timeout_s,
-            "num_retries": self.retries,
-            "stream": stream,
-        }
-        if params.stop:
-            kwargs["stop"] = list(params.stop)
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if stream:
-            kwargs["stream_options"] = {"include_usage": True}
+        kwargs = openai_fields(self.model, messages, params, stream)
+        kwargs.update(timeout=self.timeout_s, num_retries=self.retries)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         key = self._api_key()
@@ -227,6 +213,27 @@ def _loaded_litellm() -> Any:
     """litellm for token counting, only if already imported (never a hidden multi-second import
     on the request path; the direct httpx client never imports it)."""
     return sys.modules.get("litellm")
+
+
+def openai_fields(
+    model: str, messages: Sequence[Message], params: GenerationParams, stream: bool
+) -> dict[str, Any]:
+    """The chat-completions request fields both remote clients send (litellm and httpx)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": _dicts(messages),
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stream": stream,
+    }
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
 
 
 def _dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
