@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line raises ValueError naming it."""
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -49,11 +49,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
+                raise ValueError(f"{path}:{lineno}: not JSON: {exc.msg}") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            rows.append(row)
-    return rows
+            yield lineno, row
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in iter_jsonl(path)]
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

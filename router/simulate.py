@@ -78,31 +78,24 @@ def read_traffic(
 ) -> list[TrafficRow]:
     """JSONL: one object per line with `text_field` (or OpenAI `messages`), optionally the
     label, `team`, `user`, `model` (a pin) and observed `completion_tokens`."""
+    from classifiers.text import iter_jsonl
+
     rows: list[TrafficRow] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            text = _text_of(obj, text_field)
-            if text is None:
-                raise ValueError(f"{path}:{lineno}: no '{text_field}' string and no user message")
-            completion = obj.get("completion_tokens")
-            rows.append(
-                TrafficRow(
-                    text=text,
-                    label=_opt_str(obj.get(label_field)) if label_field else None,
-                    team=_opt_str(obj.get("team")),
-                    user=_opt_str(obj.get("user")),
-                    model=_opt_str(obj.get("model")),
-                    completion_tokens=completion if isinstance(completion, int) else None,
-                )
+    for lineno, obj in iter_jsonl(path):
+        text = _text_of(obj, text_field)
+        if text is None:
+            raise ValueError(f"{path}:{lineno}: no '{text_field}' string and no user message")
+        completion = obj.get("completion_tokens")
+        rows.append(
+            TrafficRow(
+                text=text,
+                label=_opt_str(obj.get(label_field)) if label_field else None,
+                team=_opt_str(obj.get("team")),
+                user=_opt_str(obj.get("user")),
+                model=_opt_str(obj.get("model")),
+                completion_tokens=completion if isinstance(completion, int) else None,
             )
+        )
     return rows
 
 
