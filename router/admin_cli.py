@@ -52,7 +52,9 @@ def redis_url_for(args: argparse.Namespace) -> Iterator[str]:
         server.stop()  # a no-op for an attached server: it belongs to the gateway
 
 
-def _run(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> int:
+def run_with_redis(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> int:
+    """Run `body` with a client on the Redis the args name (or the embedded one); exit 2
+    with a message when it can't be reached."""
     from router.redis_server import RedisServerError, make_client
 
     async def go(url: str) -> int:
@@ -137,7 +139,7 @@ def _keys_create(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def _nano(usd: Decimal) -> int:
@@ -162,7 +164,7 @@ def _keys_list(args: argparse.Namespace) -> int:
         print(_key_table(keys, budgets), end="")
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def _key_json(k: Any, budget: Any) -> dict[str, Any]:
@@ -219,7 +221,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
         print(f"error: no key with id {args.key_id}", file=sys.stderr)
         return 1
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def _keys_budget(args: argparse.Namespace) -> int:
@@ -232,7 +234,7 @@ def _keys_budget(args: argparse.Namespace) -> int:
         print(f"team {args.team}: " + (f"${b.budget_usd} per {b.period}" if b else "no budget"))
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def add_key_subcommands(sub: Any) -> None:
@@ -292,7 +294,7 @@ def _spend_report(args: argparse.Namespace) -> int:
         print(spend_csv(rows, group_by) if args.csv else spend_table(rows, group_by), end="")
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def add_spend_subcommands(sub: Any) -> None:

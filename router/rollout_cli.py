@@ -22,19 +22,19 @@ Rollback refuses when the file was edited by hand since the last step (`--force`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from router.admin_cli import run_with_redis
 from router.rollout import (
     CLASSIFIER_KEY,
     ROLLOUT_KEY,
@@ -337,25 +337,6 @@ def _add_redis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=argparse.SUPPRESS)
 
 
-def _run(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> int:
-    from router.admin_cli import redis_url_for
-    from router.redis_server import RedisServerError, make_client
-
-    async def go(url: str) -> int:
-        client = make_client(url)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-
-    try:
-        with redis_url_for(args) as url:
-            return asyncio.run(go(url))
-    except (RedisServerError, ConnectionError, OSError, TimeoutError) as exc:
-        print(f"error: cannot reach Redis ({exc})", file=sys.stderr)
-        return 2
-
-
 def _policy_arg(p: argparse.ArgumentParser) -> None:
     from router.policy_file import default_policy_path
 
@@ -420,7 +401,7 @@ def _step(args: argparse.Namespace) -> int:
         print(_describe(entry))
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def _describe(e: RolloutLogEntry) -> str:
@@ -457,7 +438,7 @@ def _status(args: argparse.Namespace) -> int:
                 print("  " + _describe(e))
         return 0
 
-    return _run(args, recent)
+    return run_with_redis(args, recent)
 
 
 def _log(args: argparse.Namespace) -> int:
@@ -467,7 +448,7 @@ def _log(args: argparse.Namespace) -> int:
             print(json.dumps(e.summary()) if args.json else _describe(e))
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 # ---- feedback export -----------------------------------------------------------------------
@@ -528,7 +509,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {n} row(s) to {args.out}", file=sys.stderr)
         return 0
 
-    return _run(args, body)
+    return run_with_redis(args, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
