@@ -264,20 +264,6 @@ def start(work: Path, args: argparse.Namespace) -> tuple[str, Any]:
     return start_gateway(config, "127.0.0.1", free_port(), redis_url), redis
 
 
-def wait_ready(url: str, timeout_s: float = 240) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=5, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}/readyz never became ready")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--profile", default="step:1@20,5@80,1@40", help="loadtest step profile")
@@ -295,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         write_plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
         return 0
     from router.app import APP_NAME
-    from router.server import stop_gateway
+    from router.server import stop_gateway, wait_ready
 
     work = Path(tempfile.mkdtemp(prefix="autoscale-"))
     t_start = time.monotonic()
     url, redis = start(work, args)
     try:
-        wait_ready(url)
+        wait_ready(url, timeout_s=240, poll_s=1)
         startup_s = time.monotonic() - t_start
         t0 = time.perf_counter()
         watch = ReplicaWatch(APP_NAME, 1.0, t0)

@@ -270,20 +270,6 @@ def start(work: Path, port: int) -> tuple[str, Any]:
     return start_gateway(config, "127.0.0.1", port, redis_url), redis
 
 
-def wait_ready(url: str, timeout_s: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=5, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}/readyz never became ready")
-
-
 def print_table(report: dict[str, Any]) -> None:
     print(
         f"\n{'process':<34} {'role':<10} {'after warm-up':>13} {'end':>9} {'max':>9} {'growth':>8}"
@@ -334,14 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report)
         return 0 if report["verdict"]["pass"] else 1
     from loadtest.gateways import free_port
-    from router.server import stop_gateway
+    from router.server import stop_gateway, wait_ready
 
     seconds = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     t0 = time.monotonic()
     url, redis = start(work, args.port or free_port())
     try:
-        wait_ready(url)
+        wait_ready(url, timeout_s=180, poll_s=1)
         startup_s = time.monotonic() - t0
         before = ledger_requests(url)
         sampler = Sampler(args.sample_s)

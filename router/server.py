@@ -59,6 +59,22 @@ def start_gateway(
     return url
 
 
+def wait_ready(url: str, timeout_s: float = 120, poll_s: float = 0.5) -> None:
+    """Block until `url`/readyz answers 200 (every expert healthy), or raise TimeoutError."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            # trust_env=False: a proxy from the environment must never see loopback traffic.
+            if httpx.get(f"{url}/readyz", timeout=5, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll_s)
+    raise TimeoutError(f"{url}/readyz never became ready")
+
+
 def stop_gateway() -> None:
     import ray
     from ray import serve

@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.unit.test_experts_tune_tiny import build_tiny_llama
@@ -164,7 +163,7 @@ def gateway_url(  # type: ignore[no-untyped-def]
     tmp_path_factory: pytest.TempPathFactory,
 ):
     from router.policy_file import parse_policy
-    from router.server import start_gateway, stop_gateway
+    from router.server import start_gateway, stop_gateway, wait_ready
 
     config = parse_policy(
         POLICY.format(
@@ -192,19 +191,7 @@ def gateway_url(  # type: ignore[no-untyped-def]
     )
     print(f"gateway up in {time.monotonic() - t0:.1f}s")
     try:
-        _wait_ready(urls[0])
+        wait_ready(urls[0])
         yield urls[0]
     finally:
         stop_gateway()
-
-
-def _wait_ready(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url}/readyz never became ready")

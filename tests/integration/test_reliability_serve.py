@@ -20,7 +20,8 @@ import pytest
 
 from router.config import AppConfig
 from router.redis_server import EmbeddedRedis
-from tests.integration.conftest import _run_with_timeout, _wait_ready, free_port
+from router.server import wait_ready
+from tests.integration.conftest import _run_with_timeout, free_port
 from tests.integration.reliability_support import FaultServer, Load, Result, chat
 
 pytestmark = pytest.mark.integration
@@ -147,7 +148,7 @@ def rel(
     t0 = time.monotonic()
     deploy(parse_policy(state.policy_text, "reliability.yaml"), rel_redis.url)
     try:
-        _wait_ready(state.url, timeout_s=60)
+        wait_ready(state.url, timeout_s=60)
         print(f"reliability app up in {time.monotonic() - t0:.1f}s")
         yield state
     finally:
