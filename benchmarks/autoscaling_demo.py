@@ -251,9 +251,9 @@ def print_table(report: dict[str, Any]) -> None:
 
 def start(work: Path, args: argparse.Namespace) -> tuple[str, Any]:
     from loadtest.gateways import free_port
-    from router.policy_file import parse_policy
-    from router.redis_server import EmbeddedRedis
-    from router.server import start_gateway
+    from router.config import parse_policy
+    from router.finance.redis_server import EmbeddedRedis
+    from router.serving.server import start_gateway
     from tests.unit.test_experts_tune_tiny import build_tiny_llama
 
     tiny = build_tiny_llama(work / "tiny")
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         write_plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
         return 0
-    from router.app import APP_NAME
-    from router.server import stop_gateway, wait_ready
+    from router.serving.app import APP_NAME
+    from router.serving.server import stop_gateway, wait_ready
 
     work = Path(tempfile.mkdtemp(prefix="autoscale-"))
     t_start = time.monotonic()

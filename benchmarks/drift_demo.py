@@ -1,7 +1,8 @@
 """Drift detection shown working: in-distribution traffic stays quiet, shifted mixes alert.
 
-Replays CLINC150 traffic through the pure pieces the gateway uses (router.drift.DriftMonitor
-fed with the live classifier's outputs), one fresh window per scenario:
+Replays CLINC150 traffic through the pure pieces the gateway uses
+(router.continuous.drift.DriftMonitor fed with the live classifier's outputs), one fresh window
+per scenario:
 
   in-distribution  windows sampled from CLINC150 val (the reference's own population)
   domain skew      a share of the window from two domains only (banking, credit_cards)
@@ -88,7 +89,7 @@ def window(
 
 
 def measure(ref: Any, items: list[Any], window_size: int) -> dict[str, Any]:
-    from router.drift import DriftMonitor, DriftPolicy, DriftReference
+    from router.continuous.drift import DriftMonitor, DriftPolicy, DriftReference
 
     policy = DriftPolicy(window=window_size, min_samples=min(200, window_size), psi_alert=0.2)
     mon = DriftMonitor(policy, DriftReference.from_reference(ref, source="demo"))
@@ -136,7 +137,7 @@ def scenarios(
 
 def cost(ref: Any, items: list[Any], window_size: int) -> dict[str, float]:
     """Per-request cost of observe() and of one snapshot (a scrape), medians of 5 runs."""
-    from router.drift import DriftMonitor, DriftPolicy, DriftReference
+    from router.continuous.drift import DriftMonitor, DriftPolicy, DriftReference
 
     obs, snaps = [], []
     for _ in range(5):

@@ -97,9 +97,9 @@ def main() -> None:
     args = ap.parse_args()
     from ray import serve
 
-    from router.app import APP_NAME, build_app
     from router.config import AppConfig
-    from router.runtime import start_ray
+    from router.serving.app import APP_NAME, build_app
+    from router.serving.runtime import start_ray
 
     start_ray()
     port = 8123

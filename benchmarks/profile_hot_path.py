@@ -1,10 +1,11 @@
 """Where the ingress spends a request: the FastAPI app over instant fake experts, in-process.
 
-The app is `router.http.create_api` over the Gateway that `router.wiring.build_gateway` builds
-from a policy (the shipped default's classifier and routes, every expert a fake that answers at
-once), driven through httpx's ASGITransport: no sockets, no Serve, so what is left is our code
-and the libraries it calls (FastAPI/pydantic validation, accounting and telemetry, the
-classifier, the policy engine, JSON). Serve's own proxy + handle cost is measured separately
+The app is `router.serving.http.create_api` over the Gateway that
+`router.serving.wiring.build_gateway` builds from a policy (the shipped default's classifier
+and routes, every expert a fake that answers at once), driven through httpx's ASGITransport: no
+sockets, no Serve, so what is left is our code and the libraries it calls (FastAPI/pydantic
+validation, accounting and telemetry, the classifier, the policy engine, JSON). Serve's own
+proxy + handle cost is measured separately
 (`python -m loadtest.overhead`).
 
 Three readings, each the median over `--runs`:
@@ -73,7 +74,10 @@ CATEGORIES = (
         ),
     ),
     ("policies", ("/policies/",)),
-    ("router.accounting/telemetry", ("router/accounting", "router/telemetry", "router/costs")),
+    (
+        "router.serving.accounting/telemetry",
+        ("router/serving/accounting", "router/serving/telemetry", "router/finance/costs"),
+    ),
     ("router (other)", ("/router/",)),
     ("experts (fake)", ("/experts/",)),
     ("ray serve", ("ray/serve",)),
@@ -96,9 +100,9 @@ def policy_text() -> str:
 
 
 def build_app() -> tuple[Any, Any]:
-    from router.http import create_api
-    from router.policy_file import parse_policy
-    from router.wiring import build_gateway
+    from router.config import parse_policy
+    from router.serving.http import create_api
+    from router.serving.wiring import build_gateway
 
     config = parse_policy(policy_text(), "profile-policy.yaml")
     gw = build_gateway(config, None, {}, None)
@@ -135,7 +139,7 @@ async def sequential(client: Any, n: int, stream: bool) -> list[float]:
 
 async def parts(gw: Any, n: int) -> dict[str, list[float]]:
     """The pieces alone, with the same inputs the request path hands them."""
-    from router.openai_types import ChatCompletionRequest
+    from router.serving.openai_types import ChatCompletionRequest
 
     out: dict[str, list[float]] = {"validate": [], "classify": [], "decide": []}
     for i in range(n):
@@ -280,9 +284,9 @@ def serve_cpu(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
     from loadtest.gateways import free_port
-    from router.policy_file import parse_policy
-    from router.redis_server import EmbeddedRedis
-    from router.server import start_gateway, stop_gateway
+    from router.config import parse_policy
+    from router.finance.redis_server import EmbeddedRedis
+    from router.serving.server import start_gateway, stop_gateway
 
     work = Path(tempfile.mkdtemp(prefix="profile-serve-"))
     redis = EmbeddedRedis(work / "redis")

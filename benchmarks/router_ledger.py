@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from router.budgets import Limiter
-from router.keys import KeyStore
-from router.ledger import Ledger
-from router.ledger_types import CostRecord
-from router.redis_server import EmbeddedRedis, free_port, make_client
+from router.finance.budgets import Limiter
+from router.finance.keys import KeyStore
+from router.finance.ledger import Ledger
+from router.finance.ledger_types import CostRecord
+from router.finance.redis_server import EmbeddedRedis, free_port, make_client
 
 
 def _rec(i: int, tag: str) -> CostRecord:

@@ -257,9 +257,9 @@ def ledger_requests(url: str) -> int | None:
 
 
 def start(work: Path, port: int) -> tuple[str, Any]:
-    from router.policy_file import parse_policy
-    from router.redis_server import EmbeddedRedis
-    from router.server import start_gateway
+    from router.config import parse_policy
+    from router.finance.redis_server import EmbeddedRedis
+    from router.serving.server import start_gateway
     from tests.unit.test_experts_tune_tiny import build_tiny_llama
 
     tiny = build_tiny_llama(work / "tiny")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report)
         return 0 if report["verdict"]["pass"] else 1
     from loadtest.gateways import free_port
-    from router.server import stop_gateway, wait_ready
+    from router.serving.server import stop_gateway, wait_ready
 
     seconds = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="soak-"))

@@ -3,7 +3,7 @@
 Trained artifacts store their reference at training time (`metadata.json: reference`, written by
 classifiers.train.reference_distribution). The zero-training `examples` kind has no training
 step, so its reference is computed from a JSONL sample of in-distribution prompts with
-`compute_reference` (the router does this for a policy: router.drift.policy_reference), and
+`compute_reference` (the router reads it for a policy: router.continuous.drift), and
 saved with `save_reference` to the file a policy names in `drift.reference`. For an artifact:
 
     python -m classifiers.drift_reference --artifact DIR --data val.jsonl --out ref.json

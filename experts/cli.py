@@ -1,6 +1,6 @@
 """`slm-router experts ...`: fine-tune LoRA adapters and upcycle MoE generalists.
 
-Mounted by router.cli through `add_subcommands`; each handler returns the process exit code.
+Mounted by router.ops.cli through `add_subcommands`; each handler returns the process exit code.
 Heavy libraries load only when a command runs.
 """
 

@@ -240,7 +240,7 @@ def slm_router_policy_yaml(backend_url: str) -> str:
 
 def _slm_router_exe() -> list[str]:
     exe = Path(sys.executable).parent / "slm-router"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "router.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "router.ops.cli"]
 
 
 def start_slm_router(

@@ -1,7 +1,11 @@
-"""The one policy document: the leaves' schemas composed, plus gateway settings."""
+"""The one policy document: the leaves' schemas composed, plus gateway settings; and reading a
+policy file into it, with errors ops can act on (file:line:col, path, suggestion), through the
+policies package's position-aware loader."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -9,10 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from classifiers.spec import ClassifierSpec
 from experts.spec import ExpertSpec
+from policies.checks import check_routing
+from policies.issues import PolicyIssue
+from policies.loader import LoadResult, validate_text
 from policies.schema import RoutingPolicy
-from router.drift import DriftPolicy
-from router.feedback import FeedbackPolicy
-from router.rollout import ClassifierRollout, with_absolute_candidate
+from router.continuous.drift import DriftPolicy
+from router.continuous.feedback import FeedbackPolicy
+from router.continuous.rollout import ClassifierRollout, with_absolute_candidate
 
 RESERVED_MODEL_NAMES = ("auto",)
 
@@ -116,3 +123,47 @@ def with_absolute_paths(config: AppConfig, base: Path) -> AppConfig:
 
 def _is_relative_path(value: str) -> bool:
     return bool(value) and not Path(value).is_absolute() and ":" not in value.split("/")[0]
+
+
+PACKAGE_DEFAULT = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+
+def default_policy_path() -> Path:
+    return Path(os.environ.get("SLM_ROUTER_POLICY", str(PACKAGE_DEFAULT)))
+
+
+def cross_check(config: AppConfig) -> Sequence[PolicyIssue]:
+    issues = list(check_routing(config.routing, set(config.experts)))
+    if config.classifier.kind == "examples" and not config.route_examples():
+        issues.append(
+            PolicyIssue(
+                "the `examples` classifier builds itself from the routes' examples and "
+                "descriptions, and no route has any",
+                loc=("classifier", "kind"),
+                suggestion="add `examples:` to the routes, or name a trained artifact",
+            )
+        )
+    return issues
+
+
+def validate_policy_text(text: str, filename: str = "<policy>") -> LoadResult[AppConfig]:
+    return validate_text(text, AppConfig, file=filename, cross_check=cross_check)
+
+
+def parse_policy(text: str, filename: str = "<policy>", base: Path | None = None) -> AppConfig:
+    result = validate_policy_text(text, filename)
+    if result.value is None:
+        raise PolicyLoadError([str(i) for i in result.issues])
+    return with_absolute_paths(result.value, base or Path.cwd())
+
+
+def read_policy_text(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyLoadError([f"{p}: cannot read: {exc}"]) from None
+
+
+def load_policy(path: str | os.PathLike[str], base: Path | None = None) -> AppConfig:
+    return parse_policy(read_policy_text(path), str(path), base)

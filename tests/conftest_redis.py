@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from router.redis_server import EmbeddedRedis
+from router.finance.redis_server import EmbeddedRedis
 
 
 def _binary() -> str | None:

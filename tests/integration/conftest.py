@@ -162,8 +162,8 @@ def gateway_url(  # type: ignore[no-untyped-def]
     gateway_redis: str,
     tmp_path_factory: pytest.TempPathFactory,
 ):
-    from router.policy_file import parse_policy
-    from router.server import start_gateway, stop_gateway, wait_ready
+    from router.config import parse_policy
+    from router.serving.server import start_gateway, stop_gateway, wait_ready
 
     config = parse_policy(
         POLICY.format(
@@ -182,7 +182,7 @@ def gateway_url(  # type: ignore[no-untyped-def]
     # Ray in this (main) thread: its raylet and GCS are started with PR_SET_PDEATHSIG, which
     # Linux fires when the *thread* that forked them exits, so a Ray started inside
     # _run_with_timeout's thread is SIGKILLed seconds after the gateway is up.
-    from router.runtime import start_ray
+    from router.serving.runtime import start_ray
 
     start_ray()
     _run_with_timeout(

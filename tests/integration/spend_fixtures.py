@@ -1,7 +1,8 @@
 """Known traffic for the spend API and dashboard tests, and independent sums over it.
 
 The expected figures are computed here from the records themselves (Decimal arithmetic, nearest
-rank by hand), never through the ledger or router.spend, so a bug there shows up as a mismatch.
+rank by hand), never through the ledger or router.finance.spend, so a bug there shows up as a
+mismatch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from router.ledger_types import CostRecord
+from router.finance.ledger_types import CostRecord
 
 TEAMS = ("alpha", "beta", "gamma")
 EXPERTS = ("code-small", "math-small", "generalist")

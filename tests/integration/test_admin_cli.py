@@ -19,11 +19,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from router.admin_cli import main
-from router.keys import KeyStore, hash_key
-from router.ledger import Ledger
-from router.redis_server import EmbeddedRedis, make_client
-from router.spend_api import add_spend_routes
+from router.finance.keys import KeyStore, hash_key
+from router.finance.ledger import Ledger
+from router.finance.redis_server import EmbeddedRedis, make_client
+from router.finance.spend_api import add_spend_routes
+from router.ops.admin_cli import main
 from tests.integration import spend_fixtures as fx
 
 pytestmark = pytest.mark.integration
@@ -267,7 +267,7 @@ def test_embedded_server_is_found_or_started(
 def test_module_entry_point_prints_only_the_key(redis_url: str, redis_prefix: str) -> None:
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "router.admin_cli", "keys", "create", "--team", "sub",
+        [sys.executable, "-m", "router.ops.admin_cli", "keys", "create", "--team", "sub",
          "--prefix", redis_prefix],
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip

@@ -148,9 +148,9 @@ def scenario(tiny: Path) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from router.app import build_app
-    from router.policy_file import parse_policy
-    from router.runtime import start_ray
+    from router.config import parse_policy
+    from router.serving.app import build_app
+    from router.serving.runtime import start_ray
     from tests.integration.conftest import free_port
 
     start_ray()

@@ -24,12 +24,12 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from router.budgets import Limiter
-from router.costs import usd_to_nano
-from router.keys import KeyStore
-from router.ledger import Ledger
-from router.redis_server import EmbeddedRedis, make_client
-from router.spend_api import add_spend_routes
+from router.finance.budgets import Limiter
+from router.finance.costs import usd_to_nano
+from router.finance.keys import KeyStore
+from router.finance.ledger import Ledger
+from router.finance.redis_server import EmbeddedRedis, make_client
+from router.finance.spend_api import add_spend_routes
 from tests.integration import spend_fixtures as fx
 
 pytestmark = pytest.mark.integration
@@ -124,8 +124,8 @@ def _app(url: str, prefix: str, spool: Path) -> FastAPI:
 
 def _add_router_status(app: FastAPI, require_admin) -> None:  # type: ignore[no-untyped-def]
     """The gateway always serves /v1/router/status, which the dashboard's classifier panel reads."""
-    from router.continuous import Continuous, add_status_route
-    from router.policy_file import load_policy
+    from router.config import load_policy
+    from router.continuous.live import Continuous, add_status_route
     from tests.doubles import KeywordClassifier
 
     config = load_policy(Path(__file__).parent.parent / "policies" / "fake.yaml")

@@ -12,14 +12,14 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from router.feedback import FeedbackPolicy, FeedbackStore, RequestNote
-from router.feedback_api import add_feedback_routes
-from router.keys import KeyInfo, KeyStore
-from router.ledger import Ledger
-from router.ledger_types import CostRecord
-from router.redis_server import make_client
-from router.rollout import ArtifactRef, RolloutLogEntry
-from router.rollout_cli import RedisRolloutLog, main
+from router.continuous.feedback import FeedbackPolicy, FeedbackStore, RequestNote
+from router.continuous.feedback_api import add_feedback_routes
+from router.continuous.rollout import ArtifactRef, RolloutLogEntry
+from router.finance.keys import KeyInfo, KeyStore
+from router.finance.ledger import Ledger
+from router.finance.ledger_types import CostRecord
+from router.finance.redis_server import make_client
+from router.ops.rollout_cli import RedisRolloutLog, main
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.keys import KeyStore
-from router.policy_file import parse_policy
-from router.redis_server import make_client
-from router.wiring import build_gateway
+from router.config import parse_policy
+from router.finance.keys import KeyStore
+from router.finance.redis_server import make_client
+from router.serving.wiring import build_gateway
 
 POLICY = """
 version: 1
@@ -37,7 +37,7 @@ gateway: {auth: true, baseline_expert: big}
 async def gw_client(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SLM_ROUTER_SPOOL_DIR", str(tmp_path))
     await make_client(redis_server.url).flushdb()
-    from router.http import create_api
+    from router.serving.http import create_api
 
     gw = build_gateway(parse_policy(POLICY), None, {}, redis_server.url)
     transport = httpx.ASGITransport(app=create_api(gw))

@@ -121,7 +121,7 @@ def test_models_route_and_readiness(client: openai.OpenAI, gateway_url: str) -> 
 
 
 def test_ledger_counts_every_request_exactly(client: openai.OpenAI, gateway_redis: str) -> None:
-    from router.ledger import Ledger
+    from router.finance.ledger import Ledger
 
     async def totals() -> dict[str, int]:
         ledger = Ledger(gateway_redis, "/tmp/unused-spool.jsonl")

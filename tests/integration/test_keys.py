@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from router.budgets import Limiter
-from router.costs import usd_to_nano
-from router.keys import (
+from router.finance.budgets import Limiter
+from router.finance.costs import usd_to_nano
+from router.finance.keys import (
     AdminRequired,
     BudgetExceeded,
     InvalidApiKey,
@@ -24,7 +24,7 @@ from router.keys import (
     RateLimited,
     hash_key,
 )
-from router.redis_server import make_client
+from router.finance.redis_server import make_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -161,9 +161,9 @@ async def test_budget_holds_under_32_concurrent_in_process(redis, redis_prefix: 
 _WORKER = textwrap.dedent(
     """
     import asyncio, json, sys
-    from router.budgets import Limiter
-    from router.keys import BudgetExceeded, KeyInfo
-    from router.redis_server import make_client
+    from router.finance.budgets import Limiter
+    from router.finance.keys import BudgetExceeded, KeyInfo
+    from router.finance.redis_server import make_client
 
     url, prefix = sys.argv[1], sys.argv[2]
     n, cost, procs = (int(x) for x in sys.argv[3:6])

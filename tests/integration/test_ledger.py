@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from router.ledger import Ledger
-from router.ledger_types import CostRecord
-from router.redis_server import EmbeddedRedis, free_port
-from router.spend import spend_csv, spend_json
+from router.finance.ledger import Ledger
+from router.finance.ledger_types import CostRecord
+from router.finance.redis_server import EmbeddedRedis, free_port
+from router.finance.spend import spend_csv, spend_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -214,8 +214,8 @@ async def test_spend_report_from_ledger_rows(ledger: Ledger) -> None:
 
 
 async def test_dashboard_json_is_consistent(ledger: Ledger) -> None:
-    from router.budgets import BudgetStatus
-    from router.spend import dashboard_json
+    from router.finance.budgets import BudgetStatus
+    from router.finance.spend import dashboard_json
 
     recs = make_records(80, seed=12)
     await asyncio.gather(*(ledger.write(r) for r in recs))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.redis_server import (
+from router.finance.redis_server import (
     EmbeddedRedis,
     RedisServerError,
     _ping,

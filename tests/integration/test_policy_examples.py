@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from router.cli import main
+from router.ops.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT.parent / "shared" / "data" / "clinc150" / "train.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.cli import main
+from router.ops.cli import main
 
 
 def test_apply_invalid_file_changes_nothing(
@@ -16,7 +16,7 @@ def test_apply_invalid_file_changes_nothing(
 ) -> None:
     from ray import serve
 
-    from router.app import APP_NAME
+    from router.serving.app import APP_NAME
 
     before = serve.status().applications[APP_NAME].deployments
     bad = tmp_path / "bad.yaml"

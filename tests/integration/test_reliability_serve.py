@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from router.config import AppConfig
-from router.redis_server import EmbeddedRedis
-from router.server import wait_ready
+from router.finance.redis_server import EmbeddedRedis
+from router.serving.server import wait_ready
 from tests.integration.conftest import _run_with_timeout, free_port
 from tests.integration.reliability_support import FaultServer, Load, Result, chat
 
@@ -93,7 +93,7 @@ class Rel:
 
 def deploy(config: AppConfig, redis_url: str) -> None:
     from experts import deployment
-    from router.reload import apply_config
+    from router.serving.reload import apply_config
 
     original = deployment.deployment_options
 
@@ -141,7 +141,7 @@ def rel(
     """Our own app on the session's Serve (the session gateway owns Ray and Serve)."""
     from ray import serve
 
-    from router.policy_file import parse_policy
+    from router.config import parse_policy
 
     state = Rel(f"{gateway_url}{PREFIX}", rel_redis, fault, "", tiny_model)
     state.policy_text = state.policy()
@@ -298,7 +298,7 @@ def test_invalid_policy_during_load_is_rejected_and_changes_nothing(
     rel: Rel, tmp_path: Path
 ) -> None:
     from router.config import PolicyLoadError
-    from router.reload import apply_file
+    from router.serving.reload import apply_file
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(rel.policy().replace("fallback: fallback", "fallback: fallbak"))
@@ -318,7 +318,7 @@ def test_invalid_policy_during_load_is_rejected_and_changes_nothing(
 
 
 def test_valid_policy_during_load_is_applied_without_failures(rel: Rel, tmp_path: Path) -> None:
-    from router.policy_file import load_policy
+    from router.config import load_policy
 
     good = tmp_path / "good.yaml"
     text = rel.policy("- {name: zebra, expert: ledger-fake, keywords: [zebra]}")
@@ -328,7 +328,7 @@ def test_valid_policy_during_load_is_applied_without_failures(rel: Rel, tmp_path
     with Load(rel.url, body, concurrency=3) as load:
         time.sleep(1.0)
         t0 = time.monotonic()
-        deploy(config, rel.redis.url)  # router.reload.apply_config onto this app
+        deploy(config, rel.redis.url)  # router.serving.reload.apply_config onto this app
         applied = time.monotonic()
         rel.policy_text = text  # the zebra override stays: no other test says "zebra"
         deadline = applied + 30

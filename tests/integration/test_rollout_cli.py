@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router.rollout import current_rollout
-from router.rollout_cli import main
+from router.continuous.rollout import current_rollout
+from router.ops.rollout_cli import main
 
 pytestmark = pytest.mark.integration
 

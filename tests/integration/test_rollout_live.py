@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.cli import main
+from router.ops.cli import main
 
 pytestmark = pytest.mark.integration
 

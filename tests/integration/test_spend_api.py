@@ -13,13 +13,13 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from router.budgets import Limiter
-from router.costs import usd_to_nano
-from router.keys import KeyStore
-from router.ledger import Ledger
-from router.ledger_types import CostRecord
-from router.redis_server import make_client
-from router.spend_api import DASHBOARD_CSP, add_spend_routes, spend_route_paths
+from router.finance.budgets import Limiter
+from router.finance.costs import usd_to_nano
+from router.finance.keys import KeyStore
+from router.finance.ledger import Ledger
+from router.finance.ledger_types import CostRecord
+from router.finance.redis_server import make_client
+from router.finance.spend_api import DASHBOARD_CSP, add_spend_routes, spend_route_paths
 from tests.integration import spend_fixtures as fx
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -105,7 +105,7 @@ async def test_date_range_and_team_filter(http) -> None:
 
 async def test_zero_and_sub_micro_amounts_are_plain_decimals(parts) -> None:
     """Free self-hosted experts cost 0 and cheap tokens cost a few nano-USD: finance must see
-    "0.000000000" and "0.000000005", never Decimal's "0E-9" / "5E-9" (router.spend.usd must
+    "0.000000000" and "0.000000005", never Decimal's "0E-9" / "5E-9" (router.finance.spend.usd must
     format with `:f`)."""
     ledger, _, _ = parts
     ts = datetime(2025, 4, 1, 12, tzinfo=UTC).timestamp()
@@ -298,11 +298,11 @@ async def test_dashboard_page_and_assets(http) -> None:
 async def test_routes_mount_on_the_gateway_app(parts) -> None:
     """The lead's create_api app plus our routes: no clashes, the chat route still answers."""
     from experts.registry import build_backend
-    from router.callers import InProcessExpert
-    from router.gateway import Gateway
-    from router.http import create_api
-    from router.policy_file import load_policy
-    from router.service import RouterService
+    from router.config import load_policy
+    from router.serving.callers import InProcessExpert
+    from router.serving.gateway import Gateway
+    from router.serving.http import create_api
+    from router.serving.service import RouterService
     from tests.doubles import KeywordClassifier
 
     config = load_policy(Path(__file__).parents[1] / "policies" / "fake.yaml")

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from experts.spec import PriceSpec
-from router.costs import (
+from router.finance.costs import (
     FREE,
     Price,
     estimate_nano,
@@ -23,8 +23,8 @@ from router.costs import (
     request_cost,
     usd_to_nano,
 )
-from router.ledger_types import CostRecord, TotalsRow
-from router.spend import parse_range, spend_csv, spend_json, spend_table
+from router.finance.ledger_types import CostRecord, TotalsRow
+from router.finance.spend import parse_range, spend_csv, spend_json, spend_table
 
 prices = st.decimals(min_value=0, max_value=100, places=4).map(float)
 

@@ -15,13 +15,12 @@ from classifiers import build_classifier
 from classifiers.artifact import read_metadata
 from classifiers.train import Dataset, save_classifier, train_datasets
 from policies.loader import validate_text
-from router.callers import InProcessClassifier
-from router.config import AppConfig
-from router.continuous import Continuous, build_candidate
-from router.drift import DriftPolicy
-from router.feedback import FeedbackPolicy
-from router.policy_file import cross_check
-from router.rollout import ClassifierRollout, canary_arm, sticky_key
+from router.config import AppConfig, cross_check
+from router.continuous.drift import DriftPolicy
+from router.continuous.feedback import FeedbackPolicy
+from router.continuous.live import Continuous, build_candidate
+from router.continuous.rollout import ClassifierRollout, canary_arm, sticky_key
+from router.serving.callers import InProcessClassifier
 
 WORDS = {
     "math": ["integral", "derivative", "equation", "algebra", "matrix", "prime"],

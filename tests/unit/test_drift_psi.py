@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.drift import (
+from router.continuous.drift import (
     EPSILON,
     DriftMonitor,
     DriftPolicy,

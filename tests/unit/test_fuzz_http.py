@@ -1,7 +1,7 @@
 """Fuzzing the HTTP surface in-process: schemathesis against the gateway's own OpenAPI schema,
 and hypothesis on what reaches the classifier (empty, huge, binary, deeply nested, invalid
-UTF-8, lone surrogates). The app is the real one (router.wiring.build_gateway + create_api) with
-fake experts, the real `examples` classifier and no Redis.
+UTF-8, lone surrogates). The app is the real one (router.serving.wiring.build_gateway +
+create_api) with fake experts, the real `examples` classifier and no Redis.
 
 Properties: never a 5xx, never an exception out of the ASGI app, every error in OpenAI's
 envelope with JSON content type.
@@ -21,9 +21,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.http import create_api
-from router.policy_file import load_policy
-from router.wiring import build_gateway
+from router.config import load_policy
+from router.serving.http import create_api
+from router.serving.wiring import build_gateway
 
 POLICY = Path(__file__).parent.parent / "policies" / "fake.yaml"
 CHAT = "/v1/chat/completions"

@@ -1,4 +1,4 @@
-"""Fuzzing the policy loader (router.policy_file.validate_policy_text): whatever text ops feed
+"""Fuzzing the policy loader (router.config.validate_policy_text): whatever text ops feed
 it, it returns either a config or located issues; it never raises.
 
 Inputs: arbitrary text, arbitrary YAML documents built from the policy's own vocabulary, and
@@ -18,8 +18,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.config import AppConfig, PolicyLoadError
-from router.policy_file import load_policy, parse_policy, validate_policy_text
+from router.config import (
+    AppConfig,
+    PolicyLoadError,
+    load_policy,
+    parse_policy,
+    validate_policy_text,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [

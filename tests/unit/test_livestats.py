@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.livestats import FAILURES_TO_TRIP, MIN_SAMPLES, TRIP_SECONDS, LiveStats
+from router.serving.livestats import FAILURES_TO_TRIP, MIN_SAMPLES, TRIP_SECONDS, LiveStats
 
 
 class Clock:

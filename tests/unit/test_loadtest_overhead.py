@@ -199,7 +199,7 @@ def test_generated_configs_are_valid_yaml(tmp_path: Path) -> None:
 
 
 def test_slm_router_policy_loads_in_the_gateway(tmp_path: Path) -> None:
-    policy_file = pytest.importorskip("router.policy_file", reason="gateway not importable")
+    policy_file = pytest.importorskip("router.config", reason="gateway not importable")
     path = tmp_path / "policy.yaml"
     path.write_text(slm_router_policy_yaml("http://127.0.0.1:9"))
     config = policy_file.load_policy(path)

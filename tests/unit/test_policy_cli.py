@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from router.cli import main
+from router.ops.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "policies" / "fake.yaml"
@@ -191,7 +191,7 @@ def test_schema_is_json_with_the_document_keys(
         "experts",
         "routing",
         "gateway",
-            "classifier_rollout",
+        "classifier_rollout",
         "drift",
         "feedback",
     }

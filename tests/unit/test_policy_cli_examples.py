@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from router.policy_cli import validate_path
-from router.policy_file import load_policy
+from router.config import load_policy
+from router.ops.policy_cli import validate_path
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = sorted([*ROOT.glob("policies/*.yaml"), *ROOT.glob("policies/examples/*.yaml")])

@@ -11,10 +11,10 @@ import pytest
 
 from experts.base import Completion, GenerationParams, Message, ModelInfo, StreamChunk
 from experts.registry import build_backend
-from router.gateway import Gateway
-from router.http import create_api
-from router.policy_file import parse_policy
-from router.service import RouterService
+from router.config import parse_policy
+from router.serving.gateway import Gateway
+from router.serving.http import create_api
+from router.serving.service import RouterService
 from tests.doubles import KeywordClassifier
 
 POLICY = """
@@ -69,7 +69,7 @@ def client(spare_full: bool, retry_after_s: float | None = None) -> httpx.AsyncC
     spare = (
         FullQueue(retry_after_s) if spare_full else build_backend("spare", config.experts["spare"])
     )
-    from router.callers import InProcessExpert
+    from router.serving.callers import InProcessExpert
 
     experts = {"busy": busy, "spare": spare if spare_full else InProcessExpert(spare)}
     service = RouterService(config, KeywordClassifier({"python": "code"}), experts)
@@ -113,7 +113,7 @@ async def test_whole_chain_saturated_is_a_429() -> None:
 def test_serve_backpressure_error_translates_to_overloaded() -> None:
     exceptions = pytest.importorskip("ray.serve.exceptions")
     from experts.errors import ExpertOverloaded
-    from router.service import translate
+    from router.serving.service import translate
 
     err = translate(exceptions.BackPressureError(5, 1), "busy")
     assert isinstance(err, ExpertOverloaded) and err.retry_after == 1.0

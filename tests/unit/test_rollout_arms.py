@@ -9,8 +9,7 @@ import pytest
 
 from classifiers.base import Classification, Classifier
 from classifiers.spec import ClassifierSpec
-from router.callers import InProcessClassifier
-from router.rollout import (
+from router.continuous.rollout import (
     ClassifierRollout,
     RolloutCaller,
     agrees,
@@ -18,6 +17,7 @@ from router.rollout import (
     shadow_sampled,
     sticky_key,
 )
+from router.serving.callers import InProcessClassifier
 
 CANDIDATE = ClassifierSpec(kind="artifact", path="artifacts/candidate")
 
@@ -188,7 +188,7 @@ async def test_rollout_gauges_read_the_book() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from router.rollout import register_rollout_gauges
+    from router.continuous.rollout import register_rollout_gauges
 
     ro = ClassifierRollout(candidate=CANDIDATE, mode="shadow", percent=100)
     caller = RolloutCaller(InProcessClassifier(LIVE), InProcessClassifier(OTHER), ro)

@@ -10,10 +10,8 @@ import pytest
 
 from classifiers import build_classifier
 from classifiers.train import Dataset, save_classifier, train_datasets
-from router.callers import InProcessClassifier
-from router.openai_types import ChatCompletionRequest
-from router.policy_file import parse_policy
-from router.rollout import (
+from router.config import parse_policy
+from router.continuous.rollout import (
     ROLLOUT_KEY,
     RolloutCaller,
     current_rollout,
@@ -21,8 +19,10 @@ from router.rollout import (
     sticky_key,
     text_sha,
 )
-from router.rollout_cli import MemoryRolloutLog, StepRefused, StepRequest, run_step
-from router.service import RouterService
+from router.ops.rollout_cli import MemoryRolloutLog, StepRefused, StepRequest, run_step
+from router.serving.callers import InProcessClassifier
+from router.serving.openai_types import ChatCompletionRequest
+from router.serving.service import RouterService
 
 WORDS = {
     "math": ["integral", "derivative", "equation", "algebra", "matrix", "prime"],
@@ -238,10 +238,10 @@ async def test_an_invalid_step_changes_nothing(policy: Path) -> None:
 
 def test_examples_identity_is_what_the_examples_classifier_reports() -> None:
     from classifiers.text import sha256_json
-    from router.continuous import classifier_identity
-    from router.policy_file import load_policy
-    from router.rollout import read_doc
-    from router.rollout_cli import artifact_ref
+    from router.config import load_policy
+    from router.continuous.live import classifier_identity
+    from router.continuous.rollout import read_doc
+    from router.ops.rollout_cli import artifact_ref
 
     path = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
     config = load_policy(path)

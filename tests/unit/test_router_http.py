@@ -10,12 +10,12 @@ import pytest
 from openai import AsyncOpenAI, BadRequestError, NotFoundError
 
 from experts.registry import build_backend
-from router.callers import InProcessExpert
-from router.continuous import Continuous
-from router.gateway import Gateway
-from router.http import create_api
-from router.policy_file import load_policy
-from router.service import RouterService
+from router.config import load_policy
+from router.continuous.live import Continuous
+from router.serving.callers import InProcessExpert
+from router.serving.gateway import Gateway
+from router.serving.http import create_api
+from router.serving.service import RouterService
 from tests.doubles import KeywordClassifier
 
 POLICY = Path(__file__).parent.parent / "policies" / "fake.yaml"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from router.app import app_builder
-from router.cli import main
-from router.policy_file import PACKAGE_DEFAULT, load_policy
-from router.server import serve_config_yaml
+from router.config import PACKAGE_DEFAULT, load_policy
+from router.ops.cli import main
+from router.serving.app import app_builder
+from router.serving.server import serve_config_yaml
 
 
 def test_serve_config_validates_against_serve_schema(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -17,7 +17,7 @@ def test_serve_config_validates_against_serve_schema(capsys) -> None:  # type: i
     doc = yaml.safe_load(capsys.readouterr().out)
     schema = ServeDeploySchema.model_validate(doc)
     app = schema.applications[0]
-    assert app.import_path == "router.app:app_builder"
+    assert app.import_path == "router.serving.app:app_builder"
     names = {d["name"] for d in doc["applications"][0]["deployments"]}
     assert names == {"ingress", "expert-smollm2", "expert-generalist"}
 

@@ -31,8 +31,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
-from router.redis_server import make_client
+from router.finance.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
+from router.finance.redis_server import make_client
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -16,17 +16,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from router.costs import estimate_nano, nano_to_usd, request_cost
-from router.ledger_types import CostRecord
+from router.finance.costs import estimate_nano, nano_to_usd, request_cost
+from router.finance.ledger_types import CostRecord
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from router.budgets import Limiter, Reservation
     from router.config import AppConfig
-    from router.keys import KeyInfo, KeyStore
-    from router.ledger import Ledger
-    from router.telemetry import Telemetry
+    from router.finance.budgets import Limiter, Reservation
+    from router.finance.keys import KeyInfo, KeyStore
+    from router.finance.ledger import Ledger
+    from router.serving.telemetry import Telemetry
 
 log = logging.getLogger("slm_router")
 ANONYMOUS_TEAM = "default"
@@ -95,7 +95,7 @@ class Accounting:
         if not self.config.gateway.auth:
             return None
         if self.keys is None:
-            from router.keys import AccessUnavailable
+            from router.finance.keys import AccessUnavailable
 
             raise AccessUnavailable("auth is on but no key store is configured (REDIS_URL)")
         return await self.keys.require(authorization, admin=admin)
@@ -316,7 +316,7 @@ def spool_path(data_dir: str | None = None, redis_url: str | None = None) -> str
     whole lines, and replay claims the file by an atomic rename, so any replica (or a restarted
     one) replays what another left behind. One file per Redis: two gateways on a host with
     different ledgers must never replay each other's records."""
-    from router.redis_server import default_data_dir
+    from router.finance.redis_server import default_data_dir
 
     base = (
         data_dir

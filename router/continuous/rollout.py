@@ -1,7 +1,7 @@
 """Safe rollout of a new classifier: shadow, then canary, then promote (or roll back). Pure.
 
 The policy's `classifier_rollout:` section (ClassifierRollout) names a candidate classifier and
-a mode; `slm-router classifier-rollout ...` (router/rollout_cli.py) edits it and applies the
+a mode; `slm-router classifier-rollout ...` (router/ops/rollout_cli.py) edits it and applies the
 file through the hot-reload path, so no step needs a restart.
 
   shadow  the candidate scores `percent` % of requests (sampled per request id) beside the live

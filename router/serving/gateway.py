@@ -13,16 +13,16 @@ from typing import Any, Protocol
 
 from experts.base import ModelInfo, StreamChunk
 from policies.types import RoutePlan
-from router.accounting import Accounting, Outcome, Ticket
 from router.errors import envelope
-from router.openai_types import (
+from router.serving.accounting import Accounting, Outcome, Ticket
+from router.serving.openai_types import (
     ChatCompletionRequest,
     chunk_body,
     completion_body,
     new_id,
     usage_chunk_body,
 )
-from router.service import OpenStream, Routed, RouterService, translate
+from router.serving.service import OpenStream, Routed, RouterService, translate
 
 log = logging.getLogger("slm_router")
 

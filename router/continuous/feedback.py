@@ -35,8 +35,8 @@ from router.errors import InvalidRequest, NotFound
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from router.keys import KeyInfo
-    from router.ledger_types import CostRecord
+    from router.finance.keys import KeyInfo
+    from router.finance.ledger_types import CostRecord
 
 log = logging.getLogger("slm_router")
 RecordLookup = Callable[[str], Awaitable["CostRecord | None"]]

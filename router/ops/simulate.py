@@ -32,7 +32,7 @@ AUTO_MODELS = frozenset({"", "auto"})
 
 
 def build_policy_classifier(config: AppConfig) -> Classifier:
-    """The classifier the gateway would build in-process for this policy (router.wiring does
+    """The classifier the gateway would build in-process for this policy (router.serving.wiring does
     the same call; paths in `config` are already absolute, see router.config)."""
     from classifiers import build_classifier
 

@@ -1,5 +1,5 @@
 """`slm-router policy validate|schema|explain|simulate|apply`: the ops workflow around a policy
-file (policies/README.md, "Operating a policy"). router/cli.py mounts `add_subcommands`.
+file (policies/README.md, "Operating a policy"). router/ops/cli.py mounts `add_subcommands`.
 
 Exit codes: 0 ok; 1 an invalid policy (its issues printed, nothing done), a refused request in
 `explain`, or an unreadable traffic file; 2 usage errors (argparse).
@@ -187,7 +187,7 @@ def _explain(args: argparse.Namespace) -> int:
     from policies import decide
     from policies.compiled import CompiledPolicy
     from policies.errors import PolicyError
-    from router.simulate import TrafficRow, build_policy_classifier, context_for, scores_of
+    from router.ops.simulate import TrafficRow, build_policy_classifier, context_for, scores_of
 
     config = load_or_report(args.file)
     if config is None:
@@ -265,7 +265,7 @@ def _emit_explain(out: dict[str, Any], as_json: bool) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from router import simulate as sim
+    from router.ops import simulate as sim
 
     config = load_or_report(args.file)
     if config is None:
@@ -311,7 +311,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _deployments() -> dict[str, str]:
     from ray import serve
 
-    from router.app import APP_NAME
+    from router.serving.app import APP_NAME
 
     app = serve.status().applications.get(APP_NAME)
     if app is None:
@@ -325,7 +325,7 @@ def _connect(address: str | None) -> None:
 
     import ray
 
-    from router.runtime import apply_airgap_env
+    from router.serving.runtime import apply_airgap_env
 
     apply_airgap_env()
     if not ray.is_initialized():
@@ -339,7 +339,7 @@ def _apply(args: argparse.Namespace) -> int:
     if load_or_report(args.file) is None:
         print(f"{args.file}: not applied; the running policy is unchanged", file=sys.stderr)
         return 1
-    from router.reload import apply_file
+    from router.serving.reload import apply_file
 
     try:
         _connect(args.address)

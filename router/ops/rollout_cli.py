@@ -2,7 +2,7 @@
 
 A rollout step edits the policy file's `classifier_rollout:` (or `classifier:`) section, checks
 the result as `policy validate` would, writes it, applies it through the hot-reload path
-(router.reload.apply_file: a Serve redeploy, no restart) and records who/when/which artifact
+(router.serving.reload.apply_file: a Serve redeploy, no restart) and records who/when/which artifact
 versions in Redis (`{p}:rollout:log`). If the apply fails the file is put back as it was and
 nothing is recorded. `--no-apply` only edits the file (for a gateway run with `serve --watch`).
 
@@ -34,8 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from router.admin_cli import run_with_redis
-from router.rollout import (
+from router.continuous.rollout import (
     CLASSIFIER_KEY,
     ROLLOUT_KEY,
     Action,
@@ -50,6 +49,7 @@ from router.rollout import (
     step_shadow,
     text_sha,
 )
+from router.ops.admin_cli import run_with_redis
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -179,8 +179,7 @@ def check_gate(action: Action, candidate: ArtifactRef, base: Path, force: bool) 
 def default_validator(text: str, filename: str) -> None:
     """The loader's full check. Until AppConfig has a `classifier_rollout` field, that section
     is checked on its own and the rest of the file by the loader."""
-    from router.config import AppConfig
-    from router.policy_file import parse_policy
+    from router.config import AppConfig, parse_policy
 
     if ROLLOUT_KEY not in AppConfig.model_fields and ROLLOUT_KEY in read_doc(text):
         ClassifierRollout.model_validate(read_doc(text)[ROLLOUT_KEY])
@@ -190,7 +189,7 @@ def default_validator(text: str, filename: str) -> None:
 
 def default_applier(address: str | None) -> Applier:
     def apply(path: Path) -> object:
-        from router.reload import apply_file
+        from router.serving.reload import apply_file
 
         return apply_file(path, address)
 
@@ -338,7 +337,7 @@ def _add_redis_args(p: argparse.ArgumentParser) -> None:
 
 
 def _policy_arg(p: argparse.ArgumentParser) -> None:
-    from router.policy_file import default_policy_path
+    from router.config import default_policy_path
 
     p.add_argument("--policy", type=Path, default=default_policy_path(), help="the policy file")
 
@@ -482,7 +481,7 @@ async def export_rows(
     until: float | None = None,
     labelled_only: bool = True,
 ) -> int:
-    from router.feedback import FeedbackStore
+    from router.continuous.feedback import FeedbackStore
 
     async def no_records(_: str) -> None:
         return None
@@ -513,8 +512,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry until the lead mounts the commands: `python -m router.rollout_cli
-    classifier-rollout shadow ...` / `python -m router.rollout_cli feedback export ...`."""
+    """Standalone entry until the lead mounts the commands: `python -m router.ops.rollout_cli
+    classifier-rollout shadow ...` / `python -m router.ops.rollout_cli feedback export ...`."""
     parser = argparse.ArgumentParser(prog="slm-router")
     sub = parser.add_subparsers(dest="command", required=True)
     add_rollout_subcommands(

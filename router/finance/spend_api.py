@@ -10,8 +10,9 @@ Routes (all GET; admin-only when auth is on, through the `require_admin` the cal
   /dashboard           the dashboard page (public: it holds no data; its fetches need the key)
 
 Query parameters: `from`, `to` (inclusive ISO dates, UTC days), `team`, `group_by`, `limit`.
-Money is exact: integer nano-USD plus nine-decimal strings (see router.spend). Errors leave in
-OpenAI's envelope whatever exception handlers the app has, so the routes work on any FastAPI app.
+Money is exact: integer nano-USD plus nine-decimal strings (see router.finance.spend). Errors
+leave in OpenAI's envelope whatever exception handlers the app has, so the routes work on any
+FastAPI app.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from router.budgets import BudgetStatus, Limiter
 from router.errors import InvalidRequest, NotFound, envelope
-from router.keys import KeyStore
-from router.ledger import Ledger
-from router.ledger_types import METRICS, TotalsRow
-from router.spend import (
+from router.finance.budgets import BudgetStatus, Limiter
+from router.finance.keys import KeyStore
+from router.finance.ledger import Ledger
+from router.finance.ledger_types import METRICS, TotalsRow
+from router.finance.spend import (
     budget_json,
     dashboard_json,
     parse_dims,
@@ -132,7 +133,7 @@ def _guarded(require_admin: RequireAdmin, handler: Handler) -> Handler:
 
 @functools.cache
 def _static(name: str) -> bytes:
-    return (resources.files("router") / "static" / name).read_bytes()
+    return (resources.files("router.finance") / "static" / name).read_bytes()
 
 
 class SpendReader:

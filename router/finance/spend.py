@@ -13,9 +13,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from router.budgets import BudgetStatus
-from router.costs import nano_to_usd
-from router.ledger_types import METRICS, CostRecord, TotalsRow, parse_dims
+from router.finance.budgets import BudgetStatus
+from router.finance.costs import nano_to_usd
+from router.finance.ledger_types import METRICS, CostRecord, TotalsRow, parse_dims
 
 __all__ = [
     "budget_json",

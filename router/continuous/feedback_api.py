@@ -1,4 +1,4 @@
-"""POST /v1/feedback (and GET /v1/feedback/{request_id}): thin routes over router.feedback.
+"""POST /v1/feedback (and GET /v1/feedback/{request_id}): thin routes over the FeedbackStore.
 
 Authenticated like the chat endpoint, through the `authenticate(request)` the caller passes
 (it returns the KeyInfo, or None when auth is off, and raises a 401/403 AccessError). Every
@@ -16,11 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from router.continuous.feedback import FeedbackIn, FeedbackRecord, FeedbackStore
 from router.errors import InvalidRequest, NotFound, envelope
-from router.feedback import FeedbackIn, FeedbackRecord, FeedbackStore
 
 if TYPE_CHECKING:
-    from router.keys import KeyInfo
+    from router.finance.keys import KeyInfo
 
 log = logging.getLogger("slm_router")
 Authenticate = Callable[[Request], Awaitable["KeyInfo | None"]]

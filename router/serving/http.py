@@ -16,9 +16,9 @@ from experts.errors import ExpertError
 from policies.errors import PolicyError
 from router.config import PolicyLoadError
 from router.errors import APIError, InvalidRequest, PayloadTooLarge, envelope
-from router.gateway import Gateway
-from router.keys import AccessError, KeyInfo
-from router.openai_types import ChatCompletionRequest
+from router.finance.keys import AccessError, KeyInfo
+from router.serving.gateway import Gateway
+from router.serving.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
 KNOWN_ERRORS: tuple[type[Exception], ...] = (
@@ -183,8 +183,8 @@ def _add_continuous(app: FastAPI, gw: Gateway) -> None:
     cont = gw.service.continuous
     if cont is None:
         return
-    from router.continuous import add_status_route
-    from router.feedback_api import add_feedback_routes
+    from router.continuous.feedback_api import add_feedback_routes
+    from router.continuous.live import add_status_route
 
     async def authenticate(request: Request) -> KeyInfo | None:
         return await gw.accounting.authenticate(request.headers.get("authorization"))
@@ -205,7 +205,7 @@ def _add_spend(app: FastAPI, gw: Gateway) -> None:
     acct = gw.accounting
     if acct.ledger is None:
         return
-    from router.spend_api import add_spend_routes
+    from router.finance.spend_api import add_spend_routes
 
     async def require_admin(request: Request) -> None:
         await acct.authenticate(request.headers.get("authorization"), admin=True)

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from router.app import APP_NAME, build_app
 from router.config import AppConfig
-from router.runtime import start_ray, worker_env
+from router.serving.app import APP_NAME, build_app
+from router.serving.runtime import start_ray, worker_env
 
 log = logging.getLogger("slm_router")
 
@@ -29,7 +29,7 @@ _REDIS_URL: list[str | None] = [None]
 
 def start_redis(redis_url: str | None) -> str:
     """REDIS_URL (or the given URL), else the embedded redis-server, stopped with the gateway."""
-    from router.redis_server import resolve_redis_url
+    from router.finance.redis_server import resolve_redis_url
 
     url, server = resolve_redis_url(redis_url)
     _REDIS_URL[0] = url
@@ -109,9 +109,8 @@ def run_gateway(
 def _watcher(path: Path) -> Callable[[], None]:
     """Called every half second: apply the policy file when it changes; keep the old one (and
     say why) when the new one is invalid."""
-    from router.config import PolicyLoadError
-    from router.policy_file import load_policy
-    from router.reload import PolicyWatcher, apply_config
+    from router.config import PolicyLoadError, load_policy
+    from router.serving.reload import PolicyWatcher, apply_config
 
     watcher = PolicyWatcher(path)
 
@@ -155,7 +154,7 @@ def serve_config(config: AppConfig, host: str = "0.0.0.0", port: int = 8000) -> 
             {
                 "name": APP_NAME,
                 "route_prefix": "/",
-                "import_path": "router.app:app_builder",
+                "import_path": "router.serving.app:app_builder",
                 "args": {"policy_json": json.dumps(config.model_dump(mode="json"))},
                 "runtime_env": {"env_vars": worker_env()},
                 "deployments": deployments,

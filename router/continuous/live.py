@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 
 from classifiers.base import Classification
-from router.drift import DriftMonitor, DriftPolicy, monitor_for
-from router.feedback import FeedbackPolicy, FeedbackStore, RequestNote
-from router.rollout import (
+from router.continuous.drift import DriftMonitor, DriftPolicy, monitor_for
+from router.continuous.feedback import FeedbackPolicy, FeedbackStore, RequestNote
+from router.continuous.rollout import (
     ClassifierCaller,
     ClassifierRollout,
     RolloutCaller,
@@ -147,7 +147,7 @@ class Continuous:
 
     def register_gauges(self, meter: Any, current: Callable[[], Continuous] | None = None) -> None:
         """Drift and rollout gauges; `current` returns the live object if it may be swapped."""
-        from router.drift import register_drift_gauges
+        from router.continuous.drift import register_drift_gauges
 
         get = current or (lambda: self)
         register_drift_gauges(meter, lambda: get().drift)
@@ -160,7 +160,7 @@ def build_candidate(config: Any, base: Path | None = None) -> ClassifierCaller |
     if rollout is None:
         return None
     from classifiers import build_classifier
-    from router.callers import InProcessClassifier
+    from router.serving.callers import InProcessClassifier
 
     clf = build_classifier(rollout.candidate, config.route_examples(), base or Path.cwd())
     return InProcessClassifier(clf)

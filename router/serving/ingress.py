@@ -8,7 +8,7 @@ from typing import Any
 from ray import serve
 
 from router.config import AppConfig
-from router.wiring import build_gateway
+from router.serving.wiring import build_gateway
 
 
 @serve.deployment
@@ -25,6 +25,6 @@ class Ingress:
         self.gateway = build_gateway(config, classifier_handle, expert_handles, url)
 
     def __serve_build_asgi_app__(self) -> Any:
-        from router.http import create_api
+        from router.serving.http import create_api
 
         return create_api(self.gateway)

@@ -12,16 +12,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from router.config import PolicyLoadError
-from router.policy_file import default_policy_path, load_policy
+from router.config import PolicyLoadError, default_policy_path, load_policy
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from router.runtime import apply_airgap_env
+    from router.serving.runtime import apply_airgap_env
 
     apply_airgap_env()
     config = load_policy(args.policy)
-    from router.server import run_gateway
+    from router.serving.server import run_gateway
 
     watch = args.policy if args.watch else None
     return run_gateway(config, args.host, args.port, _wait_for_signal, watch)
@@ -37,7 +36,7 @@ def _wait_for_signal(tick: Callable[[], None] | None) -> None:
 
 
 def _serve_config(args: argparse.Namespace) -> int:
-    from router.server import serve_config_yaml
+    from router.serving.server import serve_config_yaml
 
     config = load_policy(args.policy)
     print(serve_config_yaml(config, host=args.host, port=args.port), end="")
@@ -70,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from classifiers.cli import add_subcommands as add_classifier
     from classifiers.retrain import add_retrain_subcommand
     from experts.cli import add_subcommands as add_experts
-    from router.admin_cli import add_key_subcommands, add_spend_subcommands
-    from router.policy_cli import add_subcommands as add_policy
-    from router.rollout_cli import add_feedback_subcommands, add_rollout_subcommands
+    from router.ops.admin_cli import add_key_subcommands, add_spend_subcommands
+    from router.ops.policy_cli import add_subcommands as add_policy
+    from router.ops.rollout_cli import add_feedback_subcommands, add_rollout_subcommands
 
     def add_classifier_all(classifier_sub: Any) -> None:
         add_classifier(classifier_sub)

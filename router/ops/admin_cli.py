@@ -2,12 +2,12 @@
 
 Which Redis: --redis-url, else $REDIS_URL, else the embedded server of the default data dir.
 The gateway's embedded server records its pid and port in `<data dir>/embedded.json`
-(router.redis_server), so a CLI run beside a running gateway attaches to that server; with no
-gateway running, the CLI starts the server on the same data dir for the duration of the command
-and stops it afterwards (SHUTDOWN fsyncs the append-only file, so the gateway sees the change on
-its next start).
+(router.finance.redis_server), so a CLI run beside a running gateway attaches to that server;
+with no gateway running, the CLI starts the server on the same data dir for the duration of the
+command and stops it afterwards (SHUTDOWN fsyncs the append-only file, so the gateway sees the
+change on its next start).
 
-Also runnable on its own: `python -m router.admin_cli keys create --team T`.
+Also runnable on its own: `python -m router.ops.admin_cli keys create --team T`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.costs import nano_to_usd
+from router.finance.costs import nano_to_usd
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,7 +38,7 @@ DEFAULT_PREFIX = "slm"
 @contextlib.contextmanager
 def redis_url_for(args: argparse.Namespace) -> Iterator[str]:
     """The URL to use for this command; an embedded server started here is stopped on exit."""
-    from router.redis_server import EmbeddedRedis
+    from router.finance.redis_server import EmbeddedRedis
 
     url = getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None
     if url:
@@ -55,7 +55,7 @@ def redis_url_for(args: argparse.Namespace) -> Iterator[str]:
 def run_with_redis(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> int:
     """Run `body` with a client on the Redis the args name (or the embedded one); exit 2
     with a message when it can't be reached."""
-    from router.redis_server import RedisServerError, make_client
+    from router.finance.redis_server import RedisServerError, make_client
 
     async def go(url: str) -> int:
         client = make_client(url)
@@ -111,7 +111,7 @@ def _count_arg(text: str) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from router.keys import KeyStore
+    from router.finance.keys import KeyStore
 
     async def body(redis: Redis) -> int:
         store = KeyStore(redis, prefix=args.prefix)
@@ -143,13 +143,13 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _nano(usd: Decimal) -> int:
-    from router.costs import usd_to_nano
+    from router.finance.costs import usd_to_nano
 
     return usd_to_nano(usd)
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from router.keys import KeyStore
+    from router.finance.keys import KeyStore
 
     async def body(redis: Redis) -> int:
         store = KeyStore(redis, prefix=args.prefix)
@@ -212,7 +212,7 @@ def _key_table(keys: Sequence[Any], budgets: dict[str, Any]) -> str:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    from router.keys import KeyStore
+    from router.finance.keys import KeyStore
 
     async def body(redis: Redis) -> int:
         if await KeyStore(redis, prefix=args.prefix).revoke(args.key_id):
@@ -225,7 +225,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _keys_budget(args: argparse.Namespace) -> int:
-    from router.keys import KeyStore
+    from router.finance.keys import KeyStore
 
     async def body(redis: Redis) -> int:
         store = KeyStore(redis, prefix=args.prefix)
@@ -276,8 +276,8 @@ def add_key_subcommands(sub: Any) -> None:
 
 
 def _spend_report(args: argparse.Namespace) -> int:
-    from router.ledger import Ledger
-    from router.spend import parse_dims, parse_range, spend_csv, spend_table
+    from router.finance.ledger import Ledger
+    from router.finance.spend import parse_dims, parse_range, spend_csv, spend_table
 
     try:
         group_by = ",".join(parse_dims(args.group_by))

@@ -14,7 +14,7 @@ APP_NAME = "slm-router"
 def build_app(config: AppConfig, redis_url: str | None = None) -> Any:
     """Ingress (FastAPI) -> [classifier deployment] -> one deployment per local expert."""
     from classifiers.deployment import ClassifierDeployment
-    from router.ingress import Ingress
+    from router.serving.ingress import Ingress
 
     experts = expert_deployments(config)
     clf = config.classifier
@@ -70,9 +70,8 @@ def content_version(name: str, spec: Any, adapters: dict[str, str] | None = None
 
 
 def app_builder(args: dict[str, str]) -> Any:
-    """Entry point for `serve deploy` / `serve run router.app:app_builder policy=FILE`."""
-    from router.config import AppConfig
-    from router.policy_file import default_policy_path, load_policy
+    """Entry point for `serve deploy` / `serve run router.serving.app:app_builder policy=FILE`."""
+    from router.config import AppConfig, default_policy_path, load_policy
 
     if args.get("policy_json"):
         return build_app(AppConfig.model_validate_json(args["policy_json"]))

@@ -6,17 +6,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from router.accounting import Accounting, spool_path
-from router.callers import (
+from router.config import AppConfig
+from router.continuous.live import Continuous
+from router.serving.accounting import Accounting, spool_path
+from router.serving.callers import (
     HandleClassifier,
     HandleExpert,
     InProcessClassifier,
     InProcessExpert,
 )
-from router.config import AppConfig
-from router.continuous import Continuous
-from router.gateway import Gateway
-from router.service import ClassifierCaller, RouterService
+from router.serving.gateway import Gateway
+from router.serving.service import ClassifierCaller, RouterService
 
 log = logging.getLogger("slm_router")
 
@@ -32,17 +32,17 @@ def build_classifier_caller(config: AppConfig, handle: Any | None) -> Classifier
 
 def build_accounting(config: AppConfig, redis_url: str | None) -> Accounting:
     """Telemetry always; ledger, keys and budgets when there is a Redis to keep them in."""
-    from router.telemetry import Telemetry
+    from router.serving.telemetry import Telemetry
 
     telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
     if not redis_url:
         if config.gateway.auth:
             log.warning("gateway.auth is on but no REDIS_URL: every /v1 call will get 503")
         return Accounting(config, telemetry=telemetry)
-    from router.budgets import Limiter
-    from router.keys import KeyStore
-    from router.ledger import Ledger
-    from router.redis_server import make_client
+    from router.finance.budgets import Limiter
+    from router.finance.keys import KeyStore
+    from router.finance.ledger import Ledger
+    from router.finance.redis_server import make_client
 
     client = make_client(redis_url)
     spool = spool_path(redis_url=redis_url)
@@ -82,7 +82,7 @@ def build_continuous(
     config: AppConfig, classifier: ClassifierCaller, acct: Accounting
 ) -> Continuous:
     """Drift windows, the candidate classifier (shadow/canary) and the feedback store."""
-    from router.continuous import Continuous, build_candidate, build_feedback_store
+    from router.continuous.live import Continuous, build_candidate, build_feedback_store
 
     ledger = acct.ledger
     feedback = build_feedback_store(config, ledger.redis, ledger, ledger.prefix) if ledger else None

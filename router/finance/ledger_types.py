@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from router.costs import nano_to_usd
+from router.finance.costs import nano_to_usd
 
 Dimension = Literal["team", "expert", "domain", "day"]
 DIMENSIONS: tuple[Dimension, ...] = ("day", "team", "expert", "domain")
@@ -45,7 +45,7 @@ def day_score(day: str | date) -> int:
 
 @dataclass(frozen=True)
 class CostRecord:
-    """One request, as the ledger stores it. Costs are integer nano-USD (see router.costs)."""
+    """One request, as the ledger stores it. Costs are integer nano-USD (router.finance.costs)."""
 
     request_id: str
     ts: float

@@ -22,11 +22,11 @@ from policies.engine import decide
 from policies.types import RequestContext, RoutePlan, Scores
 from router.config import AppConfig
 from router.errors import InvalidRequest
-from router.livestats import LiveStats
+from router.serving.livestats import LiveStats
 
 if TYPE_CHECKING:
-    from router.continuous import Continuous
-from router.openai_types import ChatCompletionRequest
+    from router.continuous.live import Continuous
+from router.serving.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
 T = TypeVar("T")

@@ -13,8 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from router.config import AppConfig
-from router.policy_file import load_policy
+from router.config import AppConfig, load_policy
 
 
 def apply_config(
@@ -25,7 +24,7 @@ def apply_config(
     `name` / `route_prefix` address another copy of the app on the same Serve (tests)."""
     from ray import serve
 
-    from router.app import APP_NAME, build_app
+    from router.serving.app import APP_NAME, build_app
 
     t0 = time.monotonic()
     app = build_app(config, redis_url)
@@ -36,8 +35,8 @@ def apply_config(
 def apply_file(path: str | os.PathLike[str], address: str | None = None) -> tuple[AppConfig, float]:
     """Validate `path` (raises PolicyLoadError, nothing applied), join Ray, redeploy."""
     config = load_policy(path)
-    from router.redis_server import resolve_redis_url
-    from router.runtime import apply_airgap_env
+    from router.finance.redis_server import resolve_redis_url
+    from router.serving.runtime import apply_airgap_env
 
     apply_airgap_env()
     # The running gateway's Redis: REDIS_URL, or the embedded server found by its data dir.

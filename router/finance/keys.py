@@ -1,4 +1,4 @@
-"""API keys and team budgets (their configuration; enforcement lives in router.budgets).
+"""API keys and team budgets (their configuration; enforcement lives in router.finance.budgets).
 
 A key is shown once, at creation; Redis keeps only its SHA-256 (a key is 256 random bits, so a
 fast unsalted hash is enough: there is nothing to brute-force). Lookups are cached in-process for
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from router.costs import nano_to_usd, usd_to_nano
+from router.finance.costs import nano_to_usd, usd_to_nano
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
