@@ -1,7 +1,7 @@
 """Where the ingress spends a request: the FastAPI app over instant fake experts, in-process.
 
-The app is `router.serving.http.create_api` over the Gateway that
-`router.serving.wiring.build_gateway` builds from a policy (the shipped default's classifier
+The app is `router.serving.http.api.create_api` over the AppState that
+`router.serving.wiring.build_state` builds from a policy (the shipped default's classifier
 and routes, every expert a fake that answers at once), driven through httpx's ASGITransport: no
 sockets, no Serve, so what is left is our code and the libraries it calls (FastAPI/pydantic
 validation, accounting and telemetry, the classifier, the policy engine, JSON). Serve's own
@@ -101,12 +101,12 @@ def policy_text() -> str:
 
 def build_app() -> tuple[Any, Any]:
     from router.config import parse_policy
-    from router.serving.http import create_api
-    from router.serving.wiring import build_gateway
+    from router.serving.http.api import create_api
+    from router.serving.wiring import build_state
 
     config = parse_policy(policy_text(), "profile-policy.yaml")
-    gw = build_gateway(config, None, {}, None)
-    return create_api(gw), gw
+    state = build_state(config, None, {}, None)
+    return create_api(state), state.gateway
 
 
 _SEQ = iter(range(10**9))

@@ -20,6 +20,7 @@ from policies.schema import RoutingPolicy
 from router.continuous.drift import DriftPolicy
 from router.continuous.feedback import FeedbackPolicy
 from router.continuous.rollout import ClassifierRollout, with_absolute_candidate
+from router.errors import PolicyLoadError
 
 RESERVED_MODEL_NAMES = ("auto",)
 
@@ -76,19 +77,6 @@ class AppConfig(BaseModel):
             if texts:
                 out[route.domain] = texts
         return out
-
-
-class PolicyLoadError(Exception):
-    """A policy file that can't be used; `issues` are printable lines for ops."""
-
-    status_code = 422
-    error_type = "invalid_request_error"
-    code = "invalid_policy"
-
-    def __init__(self, issues: list[str]) -> None:
-        super().__init__("\n".join(issues))
-        self.issues = issues
-        self.message = "invalid policy:\n" + "\n".join(issues)
 
 
 def with_absolute_paths(config: AppConfig, base: Path) -> AppConfig:

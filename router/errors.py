@@ -1,8 +1,11 @@
-"""One error tree for the gateway, rendered in OpenAI's error envelope.
+"""One error tree for the gateway, rendered once, in OpenAI's error envelope, by the app-level
+handlers (router.serving.http.errors). Code that finds a problem raises; nothing else builds an
+envelope.
 
-Leaf packages define their own exceptions (they may not import router); any exception carrying
-`status_code` and `error_type` attributes is rendered as-is, anything else becomes a 500 whose
-message never includes a traceback.
+Each class carries its HTTP status, OpenAI error type and code. Leaf packages define their own
+exceptions (they may not import router); any exception carrying `status_code` and `error_type`
+attributes is rendered as-is, anything else becomes a 500 whose message never includes a
+traceback.
 """
 
 from __future__ import annotations
@@ -31,16 +34,13 @@ class APIError(Exception):
         self.retry_after = retry_after
 
 
+# ---- the request ---------------------------------------------------------------------------
+
+
 class InvalidRequest(APIError):
     status_code = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
-
-
-class ModelNotFound(APIError):
-    status_code = 404
-    error_type = "invalid_request_error"
-    code = "model_not_found"
 
 
 class NotFound(APIError):
@@ -55,16 +55,61 @@ class PayloadTooLarge(APIError):
     code = "payload_too_large"
 
 
-class Unauthorized(APIError):
+# ---- the caller: keys, rate limits, budgets (router.finance) -------------------------------
+
+
+class AccessError(APIError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
+class InvalidApiKey(AccessError):
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
 
 
-class ServiceUnavailable(APIError):
+class AdminRequired(AccessError):
+    code = "admin_key_required"
+
+
+class RateLimited(AccessError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(AccessError):
+    status_code = 429
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class AccessUnavailable(AccessError):
+    """Redis did not answer: we fail closed rather than let spend go unchecked."""
+
     status_code = 503
     error_type = "service_unavailable"
-    code = "unavailable"
+    code = "auth_backend_unavailable"
+
+
+# ---- the policy file -------------------------------------------------------------------------
+
+
+class PolicyLoadError(APIError):
+    """A policy file that can't be used; `issues` are printable lines for ops."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "invalid_policy"
+
+    def __init__(self, issues: list[str]) -> None:
+        super().__init__("invalid policy:\n" + "\n".join(issues))
+        self.issues = issues
+
+    def __str__(self) -> str:
+        return "\n".join(self.issues)
 
 
 def envelope(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:

@@ -1,38 +1,55 @@
 """POST /v1/feedback (and GET /v1/feedback/{request_id}): thin routes over the FeedbackStore.
 
-Authenticated like the chat endpoint, through the `authenticate(request)` the caller passes
-(it returns the KeyInfo, or None when auth is off, and raises a 401/403 AccessError). Every
-error leaves in OpenAI's envelope, whatever exception handlers the app has.
+Authenticated like the chat endpoint (router.finance.access.caller: the KeyInfo, or None when
+auth is off); private, so no cache keeps an answer or an error. `install(app, store, ...)`
+mounts the module-level router with the store it writes to.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from router.continuous.feedback import FeedbackIn, FeedbackRecord, FeedbackStore
-from router.errors import InvalidRequest, NotFound, envelope
+from router.errors import InvalidRequest, NotFound
+from router.finance.access import NO_STORE, caller, private
 
-if TYPE_CHECKING:
-    from router.finance.keys import KeyInfo
-
-log = logging.getLogger("slm_router")
-Authenticate = Callable[[Request], Awaitable["KeyInfo | None"]]
 MAX_BODY = 64_000
-NO_STORE = {"cache-control": "no-store"}
+router = APIRouter(dependencies=[Depends(private)])
 
 
-def _error(exc: BaseException) -> JSONResponse:
-    status, body, headers = envelope(exc)
-    if status >= 500:
-        log.error("feedback API error", exc_info=exc)
-    return JSONResponse(body, status_code=status, headers={**headers, **NO_STORE})
+@dataclass(frozen=True)
+class _Desk:
+    store: FeedbackStore
+    domains: Collection[str] | None
+    experts: Collection[str] | None
+
+
+def install(
+    app: FastAPI,
+    store: FeedbackStore,
+    *,
+    domains: Collection[str] | None = None,
+    experts: Collection[str] | None = None,
+) -> None:
+    """Mount the feedback routes on `app`, writing to `store`.
+
+    `domains`/`experts`, when given, are the names a correction may use (the policy's route
+    domains plus the OOS label; its experts): a typo gets a 400 with a suggestion.
+    """
+    app.state.feedback = _Desk(store, domains, experts)
+    app.include_router(router)
+
+
+def _desk(request: Request) -> _Desk:
+    desk: _Desk = request.app.state.feedback
+    return desk
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
@@ -79,39 +96,19 @@ def feedback_json(rec: FeedbackRecord) -> dict[str, Any]:
     }
 
 
-def add_feedback_routes(
-    app: FastAPI,
-    store: FeedbackStore,
-    authenticate: Authenticate,
-    *,
-    domains: Collection[str] | None = None,
-    experts: Collection[str] | None = None,
-) -> None:
-    """Mount POST /v1/feedback and GET /v1/feedback/{request_id} on `app`.
+@router.post("/v1/feedback")
+async def post_feedback(request: Request) -> Response:
+    key = await caller(request)
+    fb = await _body(request)
+    desk = _desk(request)
+    rec = await desk.store.submit(fb, key, domains=desk.domains, experts=desk.experts)
+    return JSONResponse(feedback_json(rec), headers=NO_STORE)
 
-    `domains`/`experts`, when given, are the names a correction may use (the policy's route
-    domains plus the OOS label; its experts): a typo gets a 400 with a suggestion.
-    """
 
-    async def post_feedback(request: Request) -> Response:
-        try:
-            key = await authenticate(request)
-            fb = await _body(request)
-            rec = await store.submit(fb, key, domains=domains, experts=experts)
-            return JSONResponse(feedback_json(rec), headers=NO_STORE)
-        except Exception as exc:
-            return _error(exc)
-
-    async def get_feedback(request: Request) -> Response:
-        try:
-            key = await authenticate(request)
-            rid = request.path_params["request_id"]
-            rec = await store.get(rid)
-            if rec is None or (key is not None and not key.admin and rec.team != key.team):
-                raise NotFound(f"no feedback for request {rid!r}", param="request_id")
-            return JSONResponse(feedback_json(rec), headers=NO_STORE)
-        except Exception as exc:
-            return _error(exc)
-
-    app.add_api_route("/v1/feedback", post_feedback, methods=["POST"])
-    app.add_api_route("/v1/feedback/{request_id}", get_feedback, methods=["GET"])
+@router.get("/v1/feedback/{request_id}")
+async def get_feedback(request_id: str, request: Request) -> Response:
+    key = await caller(request)
+    rec = await _desk(request).store.get(request_id)
+    if rec is None or (key is not None and not key.admin and rec.team != key.team):
+        raise NotFound(f"no feedback for request {request_id!r}", param="request_id")
+    return JSONResponse(feedback_json(rec), headers=NO_STORE)

@@ -6,21 +6,16 @@ gateway's request path gains two calls:
     choice = await continuous.classify(text, user=..., key_id=..., team=..., request_id=...)
     continuous.observe(choice, request_id, text)        # O(1); never waits, never raises
 
-and the HTTP app gains GET /v1/router/status (`add_status_route`) and the Prometheus gauges
-(`register_gauges`). The policy sections it reads (`classifier_rollout`, `drift`, `feedback`)
-are read with getattr, so this runs before and after AppConfig grows those fields.
+and the HTTP app gains GET /v1/router/status (router.continuous.status_api, from `status`) and
+the Prometheus gauges (`register_gauges`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-# Runtime imports: FastAPI resolves the route handler's `Request` annotation when mounting it;
-# under TYPE_CHECKING only, `request` would be read as a query parameter (a 422 on every call).
-from fastapi import FastAPI, Request
 
 from classifiers.base import Classification
 from router.continuous.drift import DriftMonitor, DriftPolicy, monitor_for
@@ -31,12 +26,12 @@ from router.continuous.rollout import (
     RolloutCaller,
     RolloutChoice,
     register_rollout_gauges,
-    router_status_body,
     sticky_key,
 )
 
 if TYPE_CHECKING:
     from classifiers.spec import ClassifierSpec
+    from router.continuous.rollout import ShadowBook
 
 log = logging.getLogger("slm_router")
 
@@ -173,22 +168,46 @@ def build_feedback_store(
     return FeedbackStore(redis, ledger.get, prefix=prefix, policy=policy)
 
 
-def add_status_route(
-    app: FastAPI,
-    get_status: Callable[[], Awaitable[dict[str, Any]]],
-    authenticate: Callable[[Request], Awaitable[object]],
-) -> None:
-    """GET /v1/router/status: versions live, rollout and shadow agreement, drift and alerts."""
-    from fastapi.responses import JSONResponse, Response
+# ---- GET /v1/router/status (router.continuous.status_api) ------------------------------------
 
-    from router.errors import envelope
 
-    async def status(request: Request) -> Response:
-        try:
-            await authenticate(request)
-            return JSONResponse(await get_status(), headers={"cache-control": "no-store"})
-        except Exception as exc:
-            code, body, headers = envelope(exc)
-            return JSONResponse(body, status_code=code, headers=headers)
+def router_status_body(
+    *,
+    classifier: Mapping[str, Any],
+    candidate: Mapping[str, Any] | None,
+    rollout: ClassifierRollout | None,
+    book: ShadowBook | None,
+    drift: Mapping[str, Any] | None,
+    experts: Mapping[str, Mapping[str, Any]] | None = None,
+    policy_name: str = "",
+) -> dict[str, Any]:
+    """The body of GET /v1/router/status. `classifier`/`candidate`: ArtifactInfo as dicts
+    (kind, version, data_sha256); `drift`: DriftSnapshot.to_dict(); `experts`: per expert
+    {model, adapter, version, data_sha256} as their ModelInfo metadata reports them."""
+    alerts = []
+    if drift is not None and drift.get("state") == "alert":
+        alerts.append({"kind": "drift", "message": _drift_message(drift)})
+    return {
+        "object": "router.status",
+        "policy": policy_name,
+        "classifier": dict(classifier),
+        "rollout": None
+        if rollout is None
+        else {
+            "mode": rollout.mode,
+            "percent": rollout.percent,
+            "sticky": rollout.sticky,
+            "candidate": None if candidate is None else dict(candidate),
+            "shadow": None if book is None else book.snapshot(),
+        },
+        "drift": None if drift is None else dict(drift),
+        "experts": {k: dict(v) for k, v in (experts or {}).items()},
+        "alerts": alerts,
+    }
 
-    app.add_api_route("/v1/router/status", status, methods=["GET"], response_model=None)
+
+def _drift_message(drift: Mapping[str, Any]) -> str:
+    metrics = drift.get("metrics") or {}
+    over = [f"{k} PSI {m['psi']:.3f}" for k, m in metrics.items() if m.get("state") == "alert"]
+    limit = (drift.get("thresholds") or {}).get("psi_alert")
+    return f"classifier output drift: {', '.join(over)} (alert at {limit})"

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from router.errors import AccessUnavailable, BudgetExceeded, RateLimited
 from router.finance.costs import nano_to_usd
-from router.finance.keys import AccessUnavailable, BudgetExceeded, KeyInfo, Period, RateLimited
+from router.finance.keys import KeyInfo, Period
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

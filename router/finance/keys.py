@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
+from router.errors import AccessUnavailable, AdminRequired, InvalidApiKey
 from router.finance.costs import nano_to_usd, usd_to_nano
 
 if TYPE_CHECKING:
@@ -28,52 +29,6 @@ if TYPE_CHECKING:
 
 Period = Literal["day", "month"]
 KEY_PREFIX = "sk-slm-"
-
-
-class AccessError(Exception):
-    """Carries what router.errors.envelope needs to answer in OpenAI's shape."""
-
-    status_code = 403
-    error_type = "permission_error"
-    code: str | None = "forbidden"
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.param: str | None = None
-
-
-class InvalidApiKey(AccessError):
-    status_code = 401
-    error_type = "authentication_error"
-    code = "invalid_api_key"
-
-
-class AdminRequired(AccessError):
-    status_code = 403
-    error_type = "permission_error"
-    code = "admin_key_required"
-
-
-class RateLimited(AccessError):
-    status_code = 429
-    error_type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-
-
-class BudgetExceeded(AccessError):
-    status_code = 429
-    error_type = "insufficient_quota"
-    code = "budget_exceeded"
-
-
-class AccessUnavailable(AccessError):
-    """Redis did not answer: we fail closed rather than let spend go unchecked."""
-
-    status_code = 503
-    error_type = "service_unavailable"
-    code = "auth_backend_unavailable"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.finance.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
-from router.finance.redis_server import make_client
+from router.finance.redis_server import default_data_dir, make_client
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -436,3 +437,20 @@ def _read_spool(path: Path) -> list[CostRecord]:
             # A torn last line after a crash; the rest is still good.
             log.warning("ledger: skipping unreadable spool line %d in %s", i + 1, path)
     return recs
+
+
+def spool_path(data_dir: str | None = None, redis_url: str | None = None) -> str:
+    """One spool file shared by the replicas on a host: appends are single O_APPEND writes of
+    whole lines, and replay claims the file by an atomic rename, so any replica (or a restarted
+    one) replays what another left behind. One file per Redis: two gateways on a host with
+    different ledgers must never replay each other's records."""
+    base = (
+        data_dir
+        or os.environ.get("SLM_ROUTER_SPOOL_DIR")
+        or str(default_data_dir().parent / "spool")
+    )
+    os.makedirs(base, exist_ok=True)
+    if not redis_url:
+        return os.path.join(base, "ledger.jsonl")
+    digest = hashlib.sha256(redis_url.encode()).hexdigest()[:12]  # no credentials in names
+    return os.path.join(base, f"ledger-{digest}.jsonl")

@@ -1,6 +1,6 @@
 """The spend API and the finance dashboard: thin read-only routes over the ledger and the limiter.
 
-Routes (all GET; admin-only when auth is on, through the `require_admin` the caller passes):
+Routes (all GET; admin-only when auth is on; `private`: no cache keeps an answer or an error):
   /v1/spend            totals grouped by team|expert|domain|day (or "day,team"), JSON
   /v1/spend.csv        the same rows as CSV
   /v1/spend/requests   the most expensive requests
@@ -10,26 +10,25 @@ Routes (all GET; admin-only when auth is on, through the `require_admin` the cal
   /dashboard           the dashboard page (public: it holds no data; its fetches need the key)
 
 Query parameters: `from`, `to` (inclusive ISO dates, UTC days), `team`, `group_by`, `limit`.
-Money is exact: integer nano-USD plus nine-decimal strings (see router.finance.spend). Errors
-leave in OpenAI's envelope whatever exception handlers the app has, so the routes work on any
-FastAPI app.
+Money is exact: integer nano-USD plus nine-decimal strings (see router.finance.spend). The
+routers are module-level; `install(app, reader)` mounts them with the SpendReader they read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from router.errors import InvalidRequest, NotFound, envelope
+from router.errors import InvalidRequest, NotFound
+from router.finance.access import NO_STORE, admin, private
 from router.finance.budgets import BudgetStatus, Limiter
 from router.finance.keys import KeyStore
 from router.finance.ledger import Ledger
@@ -44,15 +43,9 @@ from router.finance.spend import (
     spend_json,
 )
 
-log = logging.getLogger("slm_router")
-
-RequireAdmin = Callable[[Request], Awaitable[None]]
-Handler = Callable[[Request], Awaitable[Response]]
-
 CELL_DIMS = ("day", "team", "expert", "domain")
 DEFAULT_TOP = 20
 MAX_TOP = 500
-NO_STORE = {"cache-control": "no-store"}
 # The page may talk to its own origin only: a CDN script or font would fail loudly in tests.
 DASHBOARD_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -108,27 +101,6 @@ def _limit(request: Request) -> int:
             code="invalid_limit",
         )
     return int(raw)
-
-
-def _error(exc: BaseException) -> JSONResponse:
-    status, body, headers = envelope(exc)
-    if status >= 500:
-        log.error("spend API error", exc_info=exc)
-    return JSONResponse(body, status_code=status, headers={**headers, **NO_STORE})
-
-
-def _guarded(require_admin: RequireAdmin, handler: Handler) -> Handler:
-    """Admin check, then the handler; any exception becomes an envelope here."""
-
-    async def route(request: Request) -> Response:
-        try:
-            await require_admin(request)
-            return await handler(request)
-        except Exception as exc:
-            return _error(exc)
-
-    route.__name__ = handler.__name__
-    return route
 
 
 @functools.cache
@@ -224,115 +196,97 @@ def _latency_rows(latency: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     ]
 
 
-def _handlers(reader: SpendReader) -> dict[str, Handler]:
-    async def spend(request: Request) -> Response:
-        group_by, q = _group_by(request), SpendQuery.parse(request)
-        rows = await reader.spend(group_by, q)
-        body = spend_json(rows, group_by, from_date=q.from_date, to_date=q.to_date, team=q.team)
-        return JSONResponse(body, headers=NO_STORE)
+# Spend routes: admin only. The dashboard page is public: a browser cannot attach a bearer
+# token to a page load, so the page asks for the admin key and sends it with its data requests,
+# which are guarded like every other spend route. Both are private (never cached).
+router = APIRouter(dependencies=[Depends(private), Depends(admin)])
+dashboard = APIRouter(dependencies=[Depends(private)], include_in_schema=False)
 
-    async def spend_csv_route(request: Request) -> Response:
-        group_by, q = _group_by(request), SpendQuery.parse(request)
-        rows = await reader.spend(group_by, q)
-        disposition = f'attachment; filename="{_csv_name(group_by, q)}"'
-        return Response(
-            spend_csv(rows, group_by),
-            media_type="text/csv; charset=utf-8",
-            headers={**NO_STORE, "content-disposition": disposition},
-        )
 
-    async def requests(request: Request) -> Response:
-        q, n = SpendQuery.parse(request), _limit(request)
-        top = await reader.ledger.top_requests(n, q.from_date, q.to_date, q.team)
-        return JSONResponse(
-            {"object": "list", "data": [record_json(r) for r in top]}, headers=NO_STORE
-        )
+def install(app: FastAPI, reader: SpendReader) -> None:
+    """Mount the spend API and the dashboard on `app`, reading from `reader`."""
+    app.state.spend_reader = reader
+    app.include_router(router)
+    app.include_router(dashboard)
 
-    async def budgets(request: Request) -> Response:
-        team = request.query_params.get("team") or None
-        rows = [budget_json(b) for b in await reader.budgets(team)]
-        return JSONResponse({"object": "list", "data": rows}, headers=NO_STORE)
 
-    async def latency(request: Request) -> Response:
-        q = SpendQuery.parse(request)
-        pct = await reader.ledger.latency_percentiles(q.from_date, q.to_date)
-        body = {
-            "object": "spend.latency",
-            "from": q.from_date.isoformat() if q.from_date else None,
-            "to": q.to_date.isoformat() if q.to_date else None,
-            "scope": "all teams",
-            "data": _latency_rows(pct),
-        }
-        return JSONResponse(body, headers=NO_STORE)
+def _reader(request: Request) -> SpendReader:
+    reader: SpendReader = request.app.state.spend_reader
+    return reader
 
-    async def summary(request: Request) -> Response:
-        q, n = SpendQuery.parse(request), _limit(request)
-        return JSONResponse(await reader.summary(q, n), headers=NO_STORE)
 
-    return {
-        "/v1/spend": spend,
-        "/v1/spend.csv": spend_csv_route,
-        "/v1/spend/requests": requests,
-        "/v1/spend/budgets": budgets,
-        "/v1/spend/latency": latency,
-        "/v1/spend/summary": summary,
+@router.get("/v1/spend")
+async def spend(request: Request) -> Response:
+    group_by, q = _group_by(request), SpendQuery.parse(request)
+    rows = await _reader(request).spend(group_by, q)
+    body = spend_json(rows, group_by, from_date=q.from_date, to_date=q.to_date, team=q.team)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.get("/v1/spend.csv")
+async def spend_csv_route(request: Request) -> Response:
+    group_by, q = _group_by(request), SpendQuery.parse(request)
+    rows = await _reader(request).spend(group_by, q)
+    disposition = f'attachment; filename="{_csv_name(group_by, q)}"'
+    return Response(
+        spend_csv(rows, group_by),
+        media_type="text/csv; charset=utf-8",
+        headers={**NO_STORE, "content-disposition": disposition},
+    )
+
+
+@router.get("/v1/spend/requests")
+async def requests(request: Request) -> Response:
+    q, n = SpendQuery.parse(request), _limit(request)
+    top = await _reader(request).ledger.top_requests(n, q.from_date, q.to_date, q.team)
+    return JSONResponse({"object": "list", "data": [record_json(r) for r in top]}, headers=NO_STORE)
+
+
+@router.get("/v1/spend/budgets")
+async def budgets(request: Request) -> Response:
+    team = request.query_params.get("team") or None
+    rows = [budget_json(b) for b in await _reader(request).budgets(team)]
+    return JSONResponse({"object": "list", "data": rows}, headers=NO_STORE)
+
+
+@router.get("/v1/spend/latency")
+async def latency(request: Request) -> Response:
+    q = SpendQuery.parse(request)
+    pct = await _reader(request).ledger.latency_percentiles(q.from_date, q.to_date)
+    body = {
+        "object": "spend.latency",
+        "from": q.from_date.isoformat() if q.from_date else None,
+        "to": q.to_date.isoformat() if q.to_date else None,
+        "scope": "all teams",
+        "data": _latency_rows(pct),
     }
+    return JSONResponse(body, headers=NO_STORE)
 
 
-async def _public(_: Request) -> None:
-    return None
+@router.get("/v1/spend/summary")
+async def summary(request: Request) -> Response:
+    q, n = SpendQuery.parse(request), _limit(request)
+    return JSONResponse(await _reader(request).summary(q, n), headers=NO_STORE)
 
 
-def _add_dashboard(app: FastAPI) -> None:
-    async def dashboard(_: Request) -> Response:
-        return Response(
-            _static("dashboard.html"),
-            media_type="text/html; charset=utf-8",
-            headers={"content-security-policy": DASHBOARD_CSP, "cache-control": "no-cache"},
-        )
-
-    async def asset(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in STATIC_TYPES:
-            raise NotFound(f"no dashboard asset named {name!r}")
-        return Response(
-            _static(name), media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"}
-        )
-
-    app.add_api_route("/dashboard", _guarded(_public, dashboard), methods=["GET"],
-                      include_in_schema=False)  # fmt: skip
-    app.add_api_route("/dashboard/{name}", _guarded(_public, asset), methods=["GET"],
-                      include_in_schema=False)  # fmt: skip
+@dashboard.get("/dashboard")
+async def dashboard_page() -> Response:
+    return Response(
+        _static("dashboard.html"),
+        media_type="text/html; charset=utf-8",
+        headers={"content-security-policy": DASHBOARD_CSP, "cache-control": "no-cache"},
+    )
 
 
-def add_spend_routes(
-    app: FastAPI,
-    ledger: Ledger,
-    keys: KeyStore | None,
-    limiter: Limiter | None,
-    require_admin: RequireAdmin,
-) -> None:
-    """Mount the spend API and the dashboard on `app`.
-
-    `require_admin(request)` raises (401/403, an AccessError) unless the caller may read spend;
-    with auth off pass a coroutine that does nothing. The dashboard page itself is public: a
-    browser cannot attach a bearer token to a page load, so the page asks for the admin key and
-    sends it with its data requests, which are guarded like every other spend route.
-    """
-    reader = SpendReader(ledger, keys, limiter)
-    for path, handler in _handlers(reader).items():
-        app.add_api_route(path, _guarded(require_admin, handler), methods=["GET"])
-    _add_dashboard(app)
+@dashboard.get("/dashboard/{name}")
+async def dashboard_asset(name: str) -> Response:
+    if name not in STATIC_TYPES:
+        raise NotFound(f"no dashboard asset named {name!r}")
+    return Response(
+        _static(name), media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"}
+    )
 
 
 def spend_route_paths() -> Sequence[str]:
-    """Every path add_spend_routes mounts (for auth middleware allow-lists and docs)."""
-    return (
-        "/v1/spend",
-        "/v1/spend.csv",
-        "/v1/spend/requests",
-        "/v1/spend/budgets",
-        "/v1/spend/latency",
-        "/v1/spend/summary",
-        "/dashboard",
-    )
+    """Every path `install` mounts (for auth middleware allow-lists and docs)."""
+    return (*(r.path for r in router.routes), "/dashboard")  # type: ignore[attr-defined]

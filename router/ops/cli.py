@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from router.config import PolicyLoadError, default_policy_path, load_policy
+from router.config import default_policy_path, load_policy
+from router.errors import PolicyLoadError
 
 
 def _serve(args: argparse.Namespace) -> int:

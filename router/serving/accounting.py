@@ -8,15 +8,14 @@ Every part is optional, so the same gateway runs with no Redis (tests, a bare la
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from router.finance.costs import estimate_nano, nano_to_usd, request_cost
+from router.finance.access import Access
+from router.finance.costs import FREE, estimate_nano, nano_to_usd, request_cost
 from router.finance.ledger_types import CostRecord
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 
     from router.config import AppConfig
     from router.finance.budgets import Limiter, Reservation
-    from router.finance.keys import KeyInfo, KeyStore
+    from router.finance.keys import KeyInfo
     from router.finance.ledger import Ledger
     from router.serving.telemetry import Telemetry
 
@@ -74,32 +73,21 @@ class Accounting:
         self,
         config: AppConfig,
         *,
+        access: Access | None = None,
         telemetry: Telemetry | None = None,
         ledger: Ledger | None = None,
-        keys: KeyStore | None = None,
         limiter: Limiter | None = None,
     ) -> None:
         self.config = config
+        self.access = access or Access(config.gateway.auth)
         self.telemetry = telemetry
         self.ledger = ledger
-        self.keys = keys
         self.limiter = limiter
         self._ledger_started = False
         baseline = config.gateway.baseline_expert or config.routing.fallback
         self.baseline_price = config.experts[baseline].price if baseline in config.experts else None
 
     # ---- opening -------------------------------------------------------------------------
-    async def authenticate(
-        self, authorization: str | None, *, admin: bool = False
-    ) -> KeyInfo | None:
-        if not self.config.gateway.auth:
-            return None
-        if self.keys is None:
-            from router.finance.keys import AccessUnavailable
-
-            raise AccessUnavailable("auth is on but no key store is configured (REDIS_URL)")
-        return await self.keys.require(authorization, admin=admin)
-
     async def open(
         self,
         headers: Mapping[str, str],
@@ -116,7 +104,7 @@ class Accounting:
                 headers, model=model, request_id=request_id, max_tokens=max_tokens
             )
         try:
-            ticket.key = await self.authenticate(headers.get("authorization"))
+            ticket.key = await self.access.authenticate(headers.get("authorization"))
             if ticket.key is not None and self.limiter is not None:
                 estimate = self._estimate(prompt_chars, max_tokens)
                 ticket.reservation = await self.limiter.admit(
@@ -206,7 +194,7 @@ class Accounting:
         ttft_s = (ticket.first_token_at - ticket.started) if ticket.first_token_at else None
         spec = self.config.experts.get(o.expert)
         cost = request_cost(
-            spec.price if spec else _ZERO,
+            spec.price if spec else FREE,
             self.baseline_price,
             o.prompt_tokens,
             o.completion_tokens,
@@ -300,31 +288,3 @@ class Accounting:
         if error is not None and self.telemetry is not None:
             self.telemetry.set_error(ticket.span, error)
         ticket.span.end()
-
-
-class _NoPrice:
-    input_per_1m = 0.0
-    output_per_1m = 0.0
-    per_replica_hour = 0.0
-
-
-_ZERO = _NoPrice()
-
-
-def spool_path(data_dir: str | None = None, redis_url: str | None = None) -> str:
-    """One spool file shared by the replicas on a host: appends are single O_APPEND writes of
-    whole lines, and replay claims the file by an atomic rename, so any replica (or a restarted
-    one) replays what another left behind. One file per Redis: two gateways on a host with
-    different ledgers must never replay each other's records."""
-    from router.finance.redis_server import default_data_dir
-
-    base = (
-        data_dir
-        or os.environ.get("SLM_ROUTER_SPOOL_DIR")
-        or str(default_data_dir().parent / "spool")
-    )
-    os.makedirs(base, exist_ok=True)
-    if not redis_url:
-        return os.path.join(base, "ledger.jsonl")
-    digest = hashlib.sha256(redis_url.encode()).hexdigest()[:12]  # no credentials in names
-    return os.path.join(base, f"ledger-{digest}.jsonl")

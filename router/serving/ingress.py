@@ -1,4 +1,4 @@
-"""The Serve ingress deployment: builds the Gateway from handles and serves the FastAPI app."""
+"""The Serve ingress deployment: builds the replica's parts from handles, serves the FastAPI app."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from ray import serve
 
 from router.config import AppConfig
-from router.serving.wiring import build_gateway
+from router.serving.wiring import build_state
 
 
 @serve.deployment
@@ -22,9 +22,9 @@ class Ingress:
         redis_url: str | None = None,
     ) -> None:
         url = redis_url or os.environ.get("REDIS_URL") or None
-        self.gateway = build_gateway(config, classifier_handle, expert_handles, url)
+        self.state = build_state(config, classifier_handle, expert_handles, url)
 
     def __serve_build_asgi_app__(self) -> Any:
-        from router.serving.http import create_api
+        from router.serving.http.api import create_api
 
-        return create_api(self.gateway)
+        return create_api(self.state)

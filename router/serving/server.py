@@ -109,7 +109,8 @@ def run_gateway(
 def _watcher(path: Path) -> Callable[[], None]:
     """Called every half second: apply the policy file when it changes; keep the old one (and
     say why) when the new one is invalid."""
-    from router.config import PolicyLoadError, load_policy
+    from router.config import load_policy
+    from router.errors import PolicyLoadError
     from router.serving.reload import PolicyWatcher, apply_config
 
     watcher = PolicyWatcher(path)

@@ -1,14 +1,18 @@
-"""Building the Gateway from a config: in-process parts for cheap things, handles for the rest."""
+"""Building one ingress replica's parts from a config: in-process parts for cheap things, Serve
+handles for the rest, and the AppState the HTTP routes are given."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from router.config import AppConfig
+from router.continuous.feedback import FeedbackStore
 from router.continuous.live import Continuous
-from router.serving.accounting import Accounting, spool_path
+from router.finance.access import Access
+from router.serving.accounting import Accounting
 from router.serving.callers import (
     HandleClassifier,
     HandleExpert,
@@ -16,7 +20,9 @@ from router.serving.callers import (
     InProcessExpert,
 )
 from router.serving.gateway import Gateway
+from router.serving.http.state import AppState
 from router.serving.service import ClassifierCaller, RouterService
+from router.serving.telemetry import Telemetry
 
 log = logging.getLogger("slm_router")
 
@@ -30,38 +36,55 @@ def build_classifier_caller(config: AppConfig, handle: Any | None) -> Classifier
     return InProcessClassifier(clf)
 
 
-def build_accounting(config: AppConfig, redis_url: str | None) -> Accounting:
-    """Telemetry always; ledger, keys and budgets when there is a Redis to keep them in."""
-    from router.serving.telemetry import Telemetry
+def build_candidate(config: AppConfig, base: Path | None = None) -> ClassifierCaller | None:
+    """The rollout's candidate in-process (in a worker thread, like the default live one)."""
+    rollout = config.classifier_rollout
+    if rollout is None:
+        return None
+    from classifiers import build_classifier
 
-    telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
+    clf = build_classifier(rollout.candidate, config.route_examples(), base or Path.cwd())
+    return InProcessClassifier(clf)
+
+
+@dataclass(frozen=True)
+class Books:
+    """What a Redis holds for the gateway: keys, budgets, the ledger and feedback."""
+
+    access: Access
+    accounting: Accounting
+    feedback: FeedbackStore | None = None
+
+
+def build_books(config: AppConfig, telemetry: Telemetry, redis_url: str | None) -> Books:
+    """Telemetry always; ledger, keys, budgets and feedback when there is a Redis for them."""
     if not redis_url:
         if config.gateway.auth:
             log.warning("gateway.auth is on but no REDIS_URL: every /v1 call will get 503")
-        return Accounting(config, telemetry=telemetry)
+        access = Access(config.gateway.auth)
+        return Books(access, Accounting(config, access=access, telemetry=telemetry))
     from router.finance.budgets import Limiter
     from router.finance.keys import KeyStore
-    from router.finance.ledger import Ledger
+    from router.finance.ledger import Ledger, spool_path
     from router.finance.redis_server import make_client
 
     client = make_client(redis_url)
     spool = spool_path(redis_url=redis_url)
     ledger = Ledger(redis_url, spool, client=client, on_spool=telemetry.observe_spooled)
-    return Accounting(
-        config,
-        telemetry=telemetry,
-        ledger=ledger,
-        keys=KeyStore(client),
-        limiter=Limiter(client),
+    access = Access(config.gateway.auth, KeyStore(client))
+    accounting = Accounting(
+        config, access=access, telemetry=telemetry, ledger=ledger, limiter=Limiter(client)
     )
+    feedback = FeedbackStore(client, ledger.get, prefix=ledger.prefix, policy=config.feedback)
+    return Books(access, accounting, feedback)
 
 
-def build_gateway(
+def build_state(
     config: AppConfig,
     classifier_handle: Any | None,
     expert_handles: dict[str, Any],
     redis_url: str | None = None,
-) -> Gateway:
+) -> AppState:
     from experts.registry import build_backend
 
     experts: dict[str, Any] = {}
@@ -72,21 +95,21 @@ def build_gateway(
         else:
             experts[name] = InProcessExpert(build_backend(name, spec), adapter)
     classifier = build_classifier_caller(config, classifier_handle)
-    acct = build_accounting(config, redis_url)
-    continuous = build_continuous(config, classifier, acct)
+    telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
+    books = build_books(config, telemetry, redis_url)
+    continuous = Continuous(config, classifier, build_candidate(config), books.feedback)
+    continuous.register_gauges(telemetry.metrics.provider.get_meter("slm_router"))
     service = RouterService(config, classifier, experts, continuous=continuous)
-    return Gateway(service, experts, acct)
+    spend = None
+    if books.accounting.ledger is not None:
+        from router.finance.spend_api import SpendReader
 
-
-def build_continuous(
-    config: AppConfig, classifier: ClassifierCaller, acct: Accounting
-) -> Continuous:
-    """Drift windows, the candidate classifier (shadow/canary) and the feedback store."""
-    from router.continuous.live import Continuous, build_candidate, build_feedback_store
-
-    ledger = acct.ledger
-    feedback = build_feedback_store(config, ledger.redis, ledger, ledger.prefix) if ledger else None
-    cont = Continuous(config, classifier, build_candidate(config), feedback)
-    if acct.telemetry is not None:
-        cont.register_gauges(acct.telemetry.metrics.provider.get_meter("slm_router"))
-    return cont
+        spend = SpendReader(books.accounting.ledger, books.access.keys, books.accounting.limiter)
+    return AppState(
+        gateway=Gateway(service, experts, books.accounting),
+        access=books.access,
+        telemetry=telemetry,
+        spend=spend,
+        feedback=books.feedback,
+        continuous=continuous,
+    )

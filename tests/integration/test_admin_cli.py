@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 
+from router.finance import access, spend_api
+from router.finance.access import Access
 from router.finance.keys import KeyStore, hash_key
 from router.finance.ledger import Ledger
 from router.finance.redis_server import EmbeddedRedis, make_client
-from router.finance.spend_api import add_spend_routes
+from router.finance.spend_api import SpendReader
 from router.ops.admin_cli import main
+from router.serving.http.api import new_app
 from tests.integration import spend_fixtures as fx
 
 pytestmark = pytest.mark.integration
@@ -197,12 +199,10 @@ def test_spend_report_csv_equals_the_api(
     assert code == 0
 
     async def api(redis: Any) -> str:
-        async def no_auth(_: Request) -> None:
-            return None
-
-        app = FastAPI()
+        app = new_app()
         ledger = Ledger(redis_url, tmp_path / "spool.jsonl", prefix=redis_prefix, client=redis)
-        add_spend_routes(app, ledger, None, None, no_auth)
+        access.install(app, Access(auth=False))
+        spend_api.install(app, SpendReader(ledger, None, None))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             return (await client.get("/v1/spend.csv", params=params)).text

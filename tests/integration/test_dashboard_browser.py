@@ -22,14 +22,17 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
+from router.finance import access, spend_api
+from router.finance.access import Access
 from router.finance.budgets import Limiter
 from router.finance.costs import usd_to_nano
 from router.finance.keys import KeyStore
 from router.finance.ledger import Ledger
 from router.finance.redis_server import EmbeddedRedis, make_client
-from router.finance.spend_api import add_spend_routes
+from router.finance.spend_api import SpendReader
+from router.serving.http.api import new_app
 from tests.integration import spend_fixtures as fx
 
 pytestmark = pytest.mark.integration
@@ -111,30 +114,23 @@ async def _seed(url: str, prefix: str, spool: Path) -> tuple[str, str]:
 def _app(url: str, prefix: str, spool: Path) -> FastAPI:
     redis = make_client(url)  # connects lazily, on uvicorn's loop
     keys = KeyStore(redis, prefix=prefix)
-
-    async def require_admin(request: Request) -> None:
-        await keys.require(request.headers.get("authorization"), admin=True)
-
-    app = FastAPI()
+    app = new_app()
+    access.install(app, Access(auth=True, keys=keys))
     ledger = Ledger(url, spool, prefix=prefix, client=redis)
-    add_spend_routes(app, ledger, keys, Limiter(redis, prefix=prefix), require_admin)
-    _add_router_status(app, require_admin)
+    spend_api.install(app, SpendReader(ledger, keys, Limiter(redis, prefix=prefix)))
+    _add_router_status(app)
     return app
 
 
-def _add_router_status(app: FastAPI, require_admin) -> None:  # type: ignore[no-untyped-def]
+def _add_router_status(app: FastAPI) -> None:
     """The gateway always serves /v1/router/status, which the dashboard's classifier panel reads."""
     from router.config import load_policy
-    from router.continuous.live import Continuous, add_status_route
+    from router.continuous import status_api
+    from router.continuous.live import Continuous
     from tests.doubles import KeywordClassifier
 
     config = load_policy(Path(__file__).parent.parent / "policies" / "fake.yaml")
-    cont = Continuous(config, KeywordClassifier({}))
-
-    async def status() -> dict:  # type: ignore[type-arg]
-        return cont.status()
-
-    add_status_route(app, status, require_admin)
+    status_api.install(app, Continuous(config, KeywordClassifier({})))
 
 
 @pytest.fixture(scope="module")

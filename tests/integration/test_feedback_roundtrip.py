@@ -10,16 +10,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 
+from router.continuous import feedback_api
 from router.continuous.feedback import FeedbackPolicy, FeedbackStore, RequestNote
-from router.continuous.feedback_api import add_feedback_routes
 from router.continuous.rollout import ArtifactRef, RolloutLogEntry
-from router.finance.keys import KeyInfo, KeyStore
+from router.finance import access
+from router.finance.access import Access
+from router.finance.keys import KeyStore
 from router.finance.ledger import Ledger
 from router.finance.ledger_types import CostRecord
 from router.finance.redis_server import make_client
 from router.ops.rollout_cli import RedisRolloutLog, main
+from router.serving.http.api import new_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -39,12 +41,10 @@ async def env(redis, redis_prefix: str, tmp_path: Path):  # type: ignore[no-unty
         redis, ledger.get, prefix=redis_prefix, policy=FeedbackPolicy(keep_prompts=True)
     )
 
-    async def authenticate(request: Request) -> KeyInfo:
-        return await keys.require(request.headers.get("authorization"))
-
-    app = FastAPI()
-    add_feedback_routes(
-        app, store, authenticate, domains={"math", "cooking", "out_of_scope"}, experts={"m", "c"}
+    app = new_app()
+    access.install(app, Access(auth=True, keys=keys))
+    feedback_api.install(
+        app, store, domains={"math", "cooking", "out_of_scope"}, experts={"m", "c"}
     )
     team_a = await keys.create_key("team-a")
     team_b = await keys.create_key("team-b")

@@ -11,7 +11,7 @@ import pytest
 from router.config import parse_policy
 from router.finance.keys import KeyStore
 from router.finance.redis_server import make_client
-from router.serving.wiring import build_gateway
+from router.serving.wiring import build_state
 
 POLICY = """
 version: 1
@@ -37,10 +37,11 @@ gateway: {auth: true, baseline_expert: big}
 async def gw_client(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SLM_ROUTER_SPOOL_DIR", str(tmp_path))
     await make_client(redis_server.url).flushdb()
-    from router.serving.http import create_api
+    from router.serving.http.api import create_api
 
-    gw = build_gateway(parse_policy(POLICY), None, {}, redis_server.url)
-    transport = httpx.ASGITransport(app=create_api(gw))
+    state = build_state(parse_policy(POLICY), None, {}, redis_server.url)
+    gw = state.gateway
+    transport = httpx.ASGITransport(app=create_api(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         yield client, KeyStore(make_client(redis_server.url)), gw
 

@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from router.errors import AdminRequired, BudgetExceeded, InvalidApiKey, RateLimited
 from router.finance.budgets import Limiter
 from router.finance.costs import usd_to_nano
-from router.finance.keys import (
-    AdminRequired,
-    BudgetExceeded,
-    InvalidApiKey,
-    KeyInfo,
-    KeyStore,
-    RateLimited,
-    hash_key,
-)
+from router.finance.keys import KeyInfo, KeyStore, hash_key
 from router.finance.redis_server import make_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -162,7 +155,8 @@ _WORKER = textwrap.dedent(
     """
     import asyncio, json, sys
     from router.finance.budgets import Limiter
-    from router.finance.keys import BudgetExceeded, KeyInfo
+    from router.errors import BudgetExceeded
+    from router.finance.keys import KeyInfo
     from router.finance.redis_server import make_client
 
     url, prefix = sys.argv[1], sys.argv[2]

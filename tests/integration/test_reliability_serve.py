@@ -297,7 +297,7 @@ def test_redis_stopped_and_restarted_mid_load_loses_nothing(rel: Rel) -> None:
 def test_invalid_policy_during_load_is_rejected_and_changes_nothing(
     rel: Rel, tmp_path: Path
 ) -> None:
-    from router.config import PolicyLoadError
+    from router.errors import PolicyLoadError
     from router.serving.reload import apply_file
 
     bad = tmp_path / "bad.yaml"

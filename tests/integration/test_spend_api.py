@@ -11,15 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
+from router.finance import access, spend_api
+from router.finance.access import Access
 from router.finance.budgets import Limiter
 from router.finance.costs import usd_to_nano
 from router.finance.keys import KeyStore
 from router.finance.ledger import Ledger
 from router.finance.ledger_types import CostRecord
 from router.finance.redis_server import make_client
-from router.finance.spend_api import DASHBOARD_CSP, add_spend_routes, spend_route_paths
+from router.finance.spend_api import DASHBOARD_CSP, SpendReader, spend_route_paths
+from router.serving.http.api import new_app
 from tests.integration import spend_fixtures as fx
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -27,8 +30,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 RECORDS = fx.make_records(240, seed=7)
 
 
-async def _no_auth(_: Request) -> None:
-    return None
+def _spend_app(
+    ledger: Ledger, keys: KeyStore | None = None, limiter: Limiter | None = None, auth: bool = False
+) -> FastAPI:
+    app = new_app()
+    access.install(app, Access(auth, keys))
+    spend_api.install(app, SpendReader(ledger, keys, limiter))
+    return app
 
 
 @pytest.fixture
@@ -55,8 +63,7 @@ def _client(app: FastAPI) -> httpx.AsyncClient:
 @pytest.fixture
 async def http(parts):
     ledger, keys, limiter = parts
-    app = FastAPI()
-    add_spend_routes(app, ledger, keys, limiter, _no_auth)
+    app = _spend_app(ledger, keys, limiter)
     async with _client(app) as client:
         yield client
 
@@ -114,8 +121,7 @@ async def test_zero_and_sub_micro_amounts_are_plain_decimals(parts) -> None:
             f"tiny{i}", ts, "free", "local", "chat", cost_nano=cost, baseline_nano=base
         )
         await ledger.write(rec)
-    app = FastAPI()
-    add_spend_routes(app, ledger, None, None, _no_auth)
+    app = _spend_app(ledger)
     async with _client(app) as client:
         body = (
             await client.get("/v1/spend", params={"from": "2025-04-01", "to": "2025-04-01"})
@@ -240,8 +246,7 @@ async def test_summary_agrees_with_the_other_routes(http) -> None:
 
 async def test_without_keys_or_limiter(parts) -> None:
     ledger, _, _ = parts
-    app = FastAPI()
-    add_spend_routes(app, ledger, None, None, _no_auth)
+    app = _spend_app(ledger)
     async with _client(app) as client:
         assert (await client.get("/v1/spend/budgets")).json()["data"] == []
         summary = (await client.get("/v1/spend/summary")).json()
@@ -250,12 +255,7 @@ async def test_without_keys_or_limiter(parts) -> None:
 
 async def test_admin_only_when_auth_is_on(parts) -> None:
     ledger, keys, limiter = parts
-
-    async def require_admin(request: Request) -> None:
-        await keys.require(request.headers.get("authorization"), admin=True)
-
-    app = FastAPI()
-    add_spend_routes(app, ledger, keys, limiter, require_admin)
+    app = _spend_app(ledger, keys, limiter, auth=True)
     admin = await keys.create_key("ops", admin=True)
     user = await keys.create_key("alpha")
     async with _client(app) as client:
@@ -301,16 +301,17 @@ async def test_routes_mount_on_the_gateway_app(parts) -> None:
     from router.config import load_policy
     from router.serving.callers import InProcessExpert
     from router.serving.gateway import Gateway
-    from router.serving.http import create_api
+    from router.serving.http.api import create_api
+    from router.serving.http.state import AppState
     from router.serving.service import RouterService
     from tests.doubles import KeywordClassifier
 
     config = load_policy(Path(__file__).parents[1] / "policies" / "fake.yaml")
     experts = {n: InProcessExpert(build_backend(n, s)) for n, s in config.experts.items()}
     gw = Gateway(RouterService(config, KeywordClassifier({"python": "code"}), experts), experts)
-    app = create_api(gw)
     ledger, keys, limiter = parts
-    add_spend_routes(app, ledger, keys, limiter, _no_auth)
+    spend = SpendReader(ledger, keys, limiter)
+    app = create_api(AppState(gw, Access(config.gateway.auth), spend=spend))
     async with _client(app) as client:
         spend = (await client.get("/v1/spend", params={"group_by": "domain"})).json()
         assert spend["total"]["cost_nano"] == fx.total(RECORDS).cost_nano

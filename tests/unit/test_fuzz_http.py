@@ -1,6 +1,6 @@
 """Fuzzing the HTTP surface in-process: schemathesis against the gateway's own OpenAPI schema,
 and hypothesis on what reaches the classifier (empty, huge, binary, deeply nested, invalid
-UTF-8, lone surrogates). The app is the real one (router.serving.wiring.build_gateway +
+UTF-8, lone surrogates). The app is the real one (router.serving.wiring.build_state +
 create_api) with fake experts, the real `examples` classifier and no Redis.
 
 Properties: never a 5xx, never an exception out of the ASGI app, every error in OpenAI's
@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.config import load_policy
-from router.serving.http import create_api
-from router.serving.wiring import build_gateway
+from router.serving.http.api import create_api
+from router.serving.wiring import build_state
 
 POLICY = Path(__file__).parent.parent / "policies" / "fake.yaml"
 CHAT = "/v1/chat/completions"
@@ -39,7 +39,7 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def fuzz_app() -> Any:
     # The real classifier loads in seconds: once per module, and only when these tests run.
-    return create_api(build_gateway(load_policy(POLICY), None, {}, None))
+    return create_api(build_state(load_policy(POLICY), None, {}, None))
 
 
 @pytest.fixture(scope="module")

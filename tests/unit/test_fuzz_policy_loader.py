@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from router.config import (
     AppConfig,
-    PolicyLoadError,
     load_policy,
     parse_policy,
     validate_policy_text,
 )
+from router.errors import PolicyLoadError
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [

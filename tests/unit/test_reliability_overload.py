@@ -12,8 +12,10 @@ import pytest
 from experts.base import Completion, GenerationParams, Message, ModelInfo, StreamChunk
 from experts.registry import build_backend
 from router.config import parse_policy
+from router.finance.access import Access
 from router.serving.gateway import Gateway
-from router.serving.http import create_api
+from router.serving.http.api import create_api
+from router.serving.http.state import AppState
 from router.serving.service import RouterService
 from tests.doubles import KeywordClassifier
 
@@ -73,7 +75,7 @@ def client(spare_full: bool, retry_after_s: float | None = None) -> httpx.AsyncC
 
     experts = {"busy": busy, "spare": spare if spare_full else InProcessExpert(spare)}
     service = RouterService(config, KeywordClassifier({"python": "code"}), experts)
-    app = create_api(Gateway(service, experts))
+    app = create_api(AppState(Gateway(service, experts), Access(config.gateway.auth)))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
 
 

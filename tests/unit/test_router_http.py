@@ -12,9 +12,11 @@ from openai import AsyncOpenAI, BadRequestError, NotFoundError
 from experts.registry import build_backend
 from router.config import load_policy
 from router.continuous.live import Continuous
+from router.finance.access import Access
 from router.serving.callers import InProcessExpert
 from router.serving.gateway import Gateway
-from router.serving.http import create_api
+from router.serving.http.api import create_api
+from router.serving.http.state import AppState
 from router.serving.service import RouterService
 from tests.doubles import KeywordClassifier
 
@@ -26,8 +28,10 @@ def api():
     config = load_policy(POLICY)
     experts = {n: InProcessExpert(build_backend(n, s)) for n, s in config.experts.items()}
     clf = KeywordClassifier({"python": "code", "times": "math", "sum": "math"})
-    service = RouterService(config, clf, experts, continuous=Continuous(config, clf))
-    return create_api(Gateway(service, experts))
+    continuous = Continuous(config, clf)
+    service = RouterService(config, clf, experts, continuous=continuous)
+    gw = Gateway(service, experts)
+    return create_api(AppState(gw, Access(config.gateway.auth), continuous=continuous))
 
 
 @pytest.fixture

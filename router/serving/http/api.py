@@ -1,0 +1,74 @@
+"""The FastAPI app of one ingress replica: every router mounted, errors rendered in one place."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.continuous import feedback_api, status_api
+from router.errors import PayloadTooLarge
+from router.finance import access, spend_api
+from router.serving.http import chat, health, models
+from router.serving.http.errors import error_response, install_error_handlers
+from router.serving.http.state import AppState
+
+DEFAULT_MAX_BODY = 2_000_000
+
+
+class BodyLimit:
+    """Reject oversized bodies before they are buffered (header check, then a byte count)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(self._too_large())(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                # FastAPI turns anything else raised while it reads the body into a plain 400;
+                # an HTTPException passes through to its handler, which makes it a 413.
+                raise StarletteHTTPException(413, self._too_large().message)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+
+
+def new_app(max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
+    """An app with the gateway's error handling and body limit, and no routes yet."""
+    app = FastAPI(title="slm-router", version="0.1.0", docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def create_api(state: AppState) -> FastAPI:
+    config = state.gateway.config
+    app = new_app(config.gateway.max_body_bytes)
+    app.state.slm_router = state
+    access.install(app, state.access)
+    for router in (chat.router, models.router, health.router):
+        app.include_router(router)
+    if state.spend is not None:
+        spend_api.install(app, state.spend)
+    if state.continuous is not None:
+        status_api.install(app, state.continuous)
+    if state.feedback is not None:
+        domains = {r.domain for r in config.routing.routes} | {"out_of_scope"}
+        feedback_api.install(app, state.feedback, domains=domains, experts=set(config.experts))
+    return app
