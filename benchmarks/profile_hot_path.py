@@ -148,11 +148,10 @@ async def parts(gw: Any, n: int) -> dict[str, list[float]]:
         req = ChatCompletionRequest.model_validate(raw)
         out["validate"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        clf, _ = await gw.service.classify(req)
-        out["classify"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        gw.service.plan(req, clf, f"r{i}")
-        out["decide"].append(time.perf_counter() - t)
+        routed = await gw.service.route(req, request_id=f"r{i}")
+        total = time.perf_counter() - t
+        out["classify"].append(routed.classify_s)
+        out["decide"].append(total - routed.classify_s)
     return out
 
 

@@ -17,9 +17,12 @@ from policies.checks import check_routing
 from policies.issues import PolicyIssue
 from policies.loader import LoadResult, validate_text
 from policies.schema import RoutingPolicy
-from router.continuous.drift import DriftPolicy
-from router.continuous.feedback import FeedbackPolicy
-from router.continuous.rollout import ClassifierRollout, with_absolute_candidate
+from router.continuous.spec import (
+    ClassifierRollout,
+    DriftPolicy,
+    FeedbackPolicy,
+    with_absolute_candidate,
+)
 from router.errors import PolicyLoadError
 
 RESERVED_MODEL_NAMES = ("auto",)

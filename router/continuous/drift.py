@@ -38,13 +38,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from router.continuous.spec import DriftPolicy
 
 EPSILON = 1e-4
 DEFAULT_BINS: tuple[float, ...] = tuple(i / 10 for i in range(11))
 OOS_LABEL = "out_of_scope"
-MetricName = Literal["domain_mix", "confidence", "out_of_scope", "escalation"]
-METRICS: tuple[MetricName, ...] = ("domain_mix", "confidence", "out_of_scope", "escalation")
 State = Literal["ok", "warn", "alert", "insufficient_data", "no_reference", "off"]
 STATE_CODES: dict[str, int] = {
     "off": -2,
@@ -54,29 +52,6 @@ STATE_CODES: dict[str, int] = {
     "warn": 1,
     "alert": 2,
 }
-
-
-class DriftPolicy(BaseModel):
-    """The policy's `drift:` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    window: int = Field(1000, ge=20, description="Requests in the rolling window (per replica).")
-    min_samples: int = Field(
-        200, ge=1, description="Say nothing (insufficient_data) below this many in the window."
-    )
-    psi_warn: float = Field(0.1, ge=0, description="PSI from which a metric is 'warn'.")
-    psi_alert: float = Field(0.2, gt=0, description="PSI from which a metric is 'alert'.")
-    metrics: list[MetricName] = Field(
-        default_factory=lambda: list(METRICS),
-        description="Which metrics may raise the alert (all are still reported).",
-    )
-    reference: str | None = Field(
-        None,
-        description="JSON reference file (classifier drift-reference) for classifiers whose "
-        "artifact carries none, e.g. kind `examples`.",
-    )
 
 
 # ---- the measure ---------------------------------------------------------------------------
@@ -378,58 +353,6 @@ class DriftMonitor:
             if state in watched:
                 return state  # type: ignore[return-value]
         return "ok"
-
-
-# ---- Prometheus ----------------------------------------------------------------------------
-
-
-def register_drift_gauges(meter: Any, monitor: Any) -> None:
-    """Observable gauges read at scrape time: `monitor` is a DriftMonitor or a zero-argument
-    callable returning the current one (after a reload the gateway may swap monitors).
-
-      slm_router_drift_psi{metric}             PSI per metric (absent until there is data)
-      slm_router_drift_state                   -1 no data/reference, 0 ok, 1 warn, 2 alert
-      slm_router_drift_window_samples          requests in the window
-      slm_router_drift_rate{metric,source}     out-of-scope / escalation rate, live and reference
-    """
-    from opentelemetry.metrics import CallbackOptions, Observation
-
-    def current() -> DriftMonitor:
-        return monitor() if callable(monitor) else monitor  # type: ignore[no-any-return]
-
-    def psi_cb(_: CallbackOptions) -> Iterable[Observation]:
-        for name, m in current().snapshot().metrics.items():
-            if m.psi is not None:
-                yield Observation(m.psi, {"metric": name})
-
-    def state_cb(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(STATE_CODES[current().snapshot().state])
-
-    def samples_cb(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(len(current()))
-
-    def rate_cb(_: CallbackOptions) -> Iterable[Observation]:
-        for name in ("out_of_scope", "escalation"):
-            m = current().snapshot().metrics.get(name)
-            if m is None or m.live is None or m.reference is None:
-                continue
-            yield Observation(m.live["rate"], {"metric": name, "source": "live"})
-            yield Observation(m.reference["rate"], {"metric": name, "source": "reference"})
-
-    meter.create_observable_gauge(
-        "slm_router_drift_psi",
-        [psi_cb],
-        description="PSI of the classifier's outputs vs its reference",
-    )
-    meter.create_observable_gauge(
-        "slm_router_drift_state", [state_cb], description="-1 no data, 0 ok, 1 warn, 2 alert"
-    )
-    meter.create_observable_gauge(
-        "slm_router_drift_window_samples", [samples_cb], description="Requests in the drift window"
-    )
-    meter.create_observable_gauge(
-        "slm_router_drift_rate", [rate_cb], description="Out-of-scope and escalation rates"
-    )
 
 
 # ---- building one for the live classifier ------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from router.continuous.spec import FeedbackPolicy
 from router.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
@@ -42,20 +43,6 @@ log = logging.getLogger("slm_router")
 RecordLookup = Callable[[str], Awaitable["CostRecord | None"]]
 LabelSource = Literal["correction", "confirmed"]
 DEFAULT_RETENTION_S = 400 * 24 * 3600
-
-
-class FeedbackPolicy(BaseModel):
-    """The policy's `feedback:` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    keep_prompts: bool = Field(
-        False,
-        description="Keep each request's prompt (last user message) for prompt_ttl_s so "
-        "feedback can become a training row without the client resending it.",
-    )
-    prompt_ttl_s: int = Field(7 * 24 * 3600, ge=60)
-    max_pending: int = Field(1000, ge=1, description="Queued notes per replica before dropping.")
 
 
 class FeedbackIn(BaseModel):

@@ -1,13 +1,14 @@
-"""Continuous optimisation in the ingress: rollout arms, drift window, feedback notes, status.
+"""Continuous optimisation in the ingress: classifier arms, drift window, feedback notes, status.
 
-One object per ingress replica (built with the Gateway; a hot reload builds a new one), so the
-gateway's request path gains two calls:
+One object per ingress replica (built with the Gateway; a hot reload builds a new one). The
+RouterService's classify step goes through it on every request:
 
     choice = await continuous.classify(text, user=..., key_id=..., team=..., request_id=...)
     continuous.observe(choice, request_id, text)        # O(1); never waits, never raises
 
-and the HTTP app gains GET /v1/router/status (router.continuous.status_api, from `status`) and
-the Prometheus gauges (`register_gauges`).
+With no rollout configured the arms are a null object (arms.LiveOnly): the live classifier
+answers, nothing else is asked. GET /v1/router/status (status_api) reports `status()`, and
+/metrics the gauges (`register_gauges`).
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from classifiers.base import Classification
-from router.continuous.drift import DriftMonitor, DriftPolicy, monitor_for
-from router.continuous.feedback import FeedbackPolicy, FeedbackStore, RequestNote
-from router.continuous.rollout import (
+from router.continuous.arms import (
+    Arms,
     ClassifierCaller,
-    ClassifierRollout,
+    LiveOnly,
     RolloutCaller,
     RolloutChoice,
-    register_rollout_gauges,
-    sticky_key,
+    ShadowBook,
 )
+from router.continuous.drift import DriftMonitor, monitor_for
+from router.continuous.feedback import FeedbackStore, RequestNote
+from router.continuous.gauges import register_drift_gauges, register_rollout_gauges
+from router.continuous.spec import ClassifierRollout
 
 if TYPE_CHECKING:
     from classifiers.spec import ClassifierSpec
-    from router.continuous.rollout import ShadowBook
+    from router.config import AppConfig
 
 log = logging.getLogger("slm_router")
 
@@ -74,18 +77,21 @@ def classifier_identity(
 class Continuous:
     def __init__(
         self,
-        config: Any,
+        config: AppConfig,
         live: ClassifierCaller,
         candidate: ClassifierCaller | None = None,
         feedback: FeedbackStore | None = None,
         base_dir: Path | None = None,
     ) -> None:
-        self.config = config
-        self.rollout: ClassifierRollout | None = getattr(config, "classifier_rollout", None)
-        self.drift_policy: DriftPolicy = getattr(config, "drift", None) or DriftPolicy()
+        self.policy_name = config.name
+        self.rollout = config.classifier_rollout
         base = base_dir or Path.cwd()
-        self.caller = RolloutCaller(live, candidate, self.rollout)
-        self.drift: DriftMonitor = monitor_for(config.classifier, self.drift_policy, str(base))
+        self.caller: Arms = (
+            RolloutCaller(live, candidate, self.rollout)
+            if self.rollout is not None and candidate is not None
+            else LiveOnly(live)
+        )
+        self.drift: DriftMonitor = monitor_for(config.classifier, config.drift, str(base))
         self.feedback = feedback
         examples = config.route_examples()
         self.live_identity = classifier_identity(config.classifier, examples, base)
@@ -106,10 +112,9 @@ class Continuous:
     ) -> RolloutChoice:
         """What routing must use (the live classifier's result unless this user is in the
         canary); shadow scoring starts in the background."""
-        if self.rollout is None:
-            return RolloutChoice(await self.caller.current.classify(text), "current")
-        key = sticky_key(self.rollout, user=user, key_id=key_id, team=team, request_id=request_id)
-        return await self.caller.classify(text, key, request_id)
+        return await self.caller.choose(
+            text, user=user, key_id=key_id, team=team, request_id=request_id
+        )
 
     def observe(self, choice: RolloutChoice, request_id: str, text: str) -> None:
         """After routing: the drift window (live arm only: the reference is the live model's)
@@ -137,35 +142,14 @@ class Continuous:
             book=self.caller.book if self.rollout else None,
             drift=self.drift.snapshot().to_dict(),
             experts=experts,
-            policy_name=getattr(self.config, "name", ""),
+            policy_name=self.policy_name,
         )
 
     def register_gauges(self, meter: Any, current: Callable[[], Continuous] | None = None) -> None:
         """Drift and rollout gauges; `current` returns the live object if it may be swapped."""
-        from router.continuous.drift import register_drift_gauges
-
         get = current or (lambda: self)
         register_drift_gauges(meter, lambda: get().drift)
         register_rollout_gauges(meter, lambda: get().caller)
-
-
-def build_candidate(config: Any, base: Path | None = None) -> ClassifierCaller | None:
-    """The candidate in-process (in a worker thread, like the default live classifier)."""
-    rollout: ClassifierRollout | None = getattr(config, "classifier_rollout", None)
-    if rollout is None:
-        return None
-    from classifiers import build_classifier
-    from router.serving.callers import InProcessClassifier
-
-    clf = build_classifier(rollout.candidate, config.route_examples(), base or Path.cwd())
-    return InProcessClassifier(clf)
-
-
-def build_feedback_store(
-    config: Any, redis: Any, ledger: Any, prefix: str = "slm"
-) -> FeedbackStore:
-    policy: FeedbackPolicy = getattr(config, "feedback", None) or FeedbackPolicy()
-    return FeedbackStore(redis, ledger.get, prefix=prefix, policy=policy)
 
 
 # ---- GET /v1/router/status (router.continuous.status_api) ------------------------------------

@@ -39,7 +39,6 @@ from router.continuous.rollout import (
     ROLLOUT_KEY,
     Action,
     ArtifactRef,
-    ClassifierRollout,
     RolloutLogEntry,
     current_rollout,
     read_doc,
@@ -49,6 +48,7 @@ from router.continuous.rollout import (
     step_shadow,
     text_sha,
 )
+from router.continuous.spec import ClassifierRollout
 from router.ops.admin_cli import run_with_redis
 
 if TYPE_CHECKING:

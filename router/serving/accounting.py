@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from router.finance.budgets import Limiter, Reservation
     from router.finance.keys import KeyInfo
     from router.finance.ledger import Ledger
+    from router.serving.service import Routed
     from router.serving.telemetry import Telemetry
 
 log = logging.getLogger("slm_router")
@@ -155,24 +156,20 @@ class Accounting:
         spec = self.config.experts.get(expert)
         return self.telemetry.expert_attempt(expert, spec.model if spec else expert, attempt)
 
-    def observe_route(
-        self,
-        ticket: Ticket,
-        *,
-        domain: str,
-        confidence: float,
-        reason: str,
-        expert: str,
-        classify_s: float,
-    ) -> None:
+    def observe_route(self, ticket: Ticket, routed: Routed) -> None:
         if self.telemetry is None:
             return
+        plan = routed.plan
         if ticket.span is not None:
             self.telemetry.set_route(
-                ticket.span, domain=domain, confidence=confidence, reason=reason, expert=expert
+                ticket.span,
+                domain=plan.domain,
+                confidence=routed.classification.confidence,
+                reason=plan.reason,
+                expert=plan.expert,
             )
-        self.telemetry.observe_decision(domain=domain, expert=expert)
-        self.telemetry.observe_classifier(classify_s, self.config.classifier.kind)
+        self.telemetry.observe_decision(domain=plan.domain, expert=plan.expert)
+        self.telemetry.observe_classifier(routed.classify_s, self.config.classifier.kind)
 
     # ---- closing -------------------------------------------------------------------------
     async def close(self, ticket: Ticket, outcome: Outcome) -> None:

@@ -81,7 +81,7 @@ class Gateway:
     # ---- chat ----------------------------------------------------------------------------
     async def chat(self, req: ChatCompletionRequest, headers: Mapping[str, str]) -> ChatResult:
         acct = self.accounting
-        self.service.pinned_model(req.model)
+        self.service.check(req)
         ticket = await acct.open(
             headers,
             request_id=uuid.uuid4().hex,
@@ -97,33 +97,22 @@ class Gateway:
         acct = self.accounting
         plan: RoutePlan | None = None
         try:
-            with acct.child("classify"):
-                classification, classify_s = await self.service.classify(
-                    req,
-                    request_id=ticket.request_id,
-                    team=ticket.key.team if ticket.key else None,
-                    key_id=ticket.key.key_id if ticket.key else None,
-                )
-            with acct.child("decide"):
-                team = ticket.key.team if ticket.key else None
-                plan = self.service.plan(
-                    req, classification, ticket.request_id, team, ticket.used_fraction
-                )
-            acct.observe_route(
-                ticket,
-                domain=plan.domain,
-                confidence=classification.confidence,
-                reason=plan.reason,
-                expert=plan.expert,
-                classify_s=classify_s,
+            routed = await self.service.route(
+                req,
+                request_id=ticket.request_id,
+                team=ticket.key.team if ticket.key else None,
+                key_id=ticket.key.key_id if ticket.key else None,
+                budget_used_fraction=ticket.used_fraction,
+                trace=acct,
             )
-            routed = Routed(plan, classification)
+            plan = routed.plan
+            acct.observe_route(ticket, routed)
             if req.stream:
-                opened = await self.service.open_stream(req, plan, acct.attempt)
+                opened = await self.service.open_stream(req, plan, acct)
                 ticket.mark_first_token()
                 headers_out = routing_headers(routed, opened.expert, ticket.request_id)
                 return ChatResult(200, headers_out, stream=self._sse(req, opened, ticket, plan))
-            expert, completion, _ = await self.service.complete(req, plan, acct.attempt)
+            expert, completion, _ = await self.service.complete(req, plan, acct)
         except Exception as exc:
             status, _, _ = envelope(exc)
             where = plan.expert if plan else ""
@@ -191,7 +180,8 @@ class Gateway:
 
     # ---- dry run, models, health ---------------------------------------------------------
     async def route(self, req: ChatCompletionRequest) -> dict[str, Any]:
-        routed = await self.service.route(req, uuid.uuid4().hex)
+        self.service.check(req)
+        routed = await self.service.route(req, request_id=uuid.uuid4().hex, observe=False)
         plan = routed.plan
         return {
             "object": "route",
@@ -247,8 +237,6 @@ class Gateway:
 
     def _classifier_identity(self) -> dict[str, Any]:
         cont = self.service.continuous
-        if cont is None:
-            return {}
         out: dict[str, Any] = {"classifier": cont.live_identity}
         if cont.candidate_identity:
             out["candidate_classifier"] = cont.candidate_identity

@@ -1,7 +1,9 @@
-"""The gateway's core: classify, decide, run the plan's chain with fallback. No Ray here.
+"""The gateway's core, the one way through a request: pin -> classify -> plan (`route`), then
+the plan's chain with fallback (`complete` / `open_stream`, one loop for both). No Ray here.
 
 Experts and the classifier are reached through two small protocols, so the same service runs
-in-process in tests (backends directly) and inside the Serve ingress (deployment handles).
+in-process in tests (backends directly) and inside the Serve ingress (deployment handles). The
+caller passes a Trace (the Accounting) for spans around each step; tests pass nothing.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from classifiers.base import Classification
 from experts.base import Completion, GenerationParams, Message, StreamChunk
@@ -21,11 +23,10 @@ from policies.compiled import CompiledPolicy
 from policies.engine import decide
 from policies.types import RequestContext, RoutePlan, Scores
 from router.config import AppConfig
+from router.continuous.arms import ClassifierCaller
+from router.continuous.live import Continuous
 from router.errors import InvalidRequest
 from router.serving.livestats import LiveStats
-
-if TYPE_CHECKING:
-    from router.continuous.live import Continuous
 from router.serving.openai_types import ChatCompletionRequest
 
 log = logging.getLogger("slm_router")
@@ -42,22 +43,30 @@ class ExpertCaller(Protocol):
     ) -> AsyncIterator[StreamChunk]: ...
 
 
-class ClassifierCaller(Protocol):
-    async def classify(self, text: str) -> Classification: ...
+class Trace(Protocol):
+    """Spans around the steps: "classify", "decide", and one per expert attempt."""
+
+    def child(self, name: str) -> contextlib.AbstractContextManager[object]: ...
+
+    def attempt(self, expert: str, attempt: int) -> contextlib.AbstractContextManager[object]: ...
 
 
-class AttemptTrace(Protocol):
-    def __call__(self, expert: str, attempt: int) -> contextlib.AbstractContextManager[object]: ...
+class NoTrace:
+    def child(self, name: str) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+    def attempt(self, expert: str, attempt: int) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
 
 
-def no_trace(expert: str, attempt: int) -> contextlib.AbstractContextManager[object]:
-    return contextlib.nullcontext()
+NO_TRACE = NoTrace()
 
 
 @dataclass(frozen=True)
 class Routed:
     plan: RoutePlan
     classification: Classification
+    classify_s: float = 0.0  # seconds the classify step took
 
 
 @dataclass
@@ -75,6 +84,16 @@ class OpenStream:
     first: StreamChunk
     rest: AsyncIterator[StreamChunk]
     attempts: list[Attempt]
+
+
+def pinned(model: str | None) -> str | None:
+    """The expert a request's `model` pins, or None when it is routed ("auto" or omitted).
+    Unknown or refused pins are the engine's call (404/400/403 with a suggestion)."""
+    return None if model is None or model == "auto" else model
+
+
+def scores_of(c: Classification) -> Scores:
+    return Scores(c.label, c.confidence, c.out_of_scope, c.escalate)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -111,44 +130,43 @@ class RouterService:
     ) -> None:
         self.config = config
         self.policy = CompiledPolicy.build(config.routing, config.experts)
-        self.classifier = classifier
         self.experts = experts
         self.stats = stats or LiveStats()
-        self.continuous = continuous
+        # Without a rollout, Continuous asks the live classifier straight (a null-object arm).
+        self.continuous = continuous or Continuous(config, classifier)
 
     # ---- routing -------------------------------------------------------------------------
-    def pinned_model(self, model: str | None) -> str | None:
-        """None for routed requests; the expert name for pinned ones."""
-        if model is None:
-            if not self.config.routing.auto_when_model_omitted:
-                raise InvalidRequest("`model` is required by this gateway's policy", param="model")
-            return None
-        # Unknown or refused pins are the engine's call (404/400/403 with a suggestion).
-        return None if model == "auto" else model
+    def check(self, req: ChatCompletionRequest) -> None:
+        """Refuse what this policy can never route, before anything is spent on it."""
+        if req.model is None and not self.config.routing.auto_when_model_omitted:
+            raise InvalidRequest("`model` is required by this gateway's policy", param="model")
 
-    async def classify(
+    async def route(
         self,
         req: ChatCompletionRequest,
         *,
-        request_id: str = "",
+        request_id: str,
         team: str | None = None,
         key_id: str | None = None,
+        budget_used_fraction: float | None = None,
         observe: bool = True,
-    ) -> tuple[Classification, float]:
-        """The classification routing uses (a canary user's comes from the candidate), and the
-        seconds it took. `observe` feeds drift windows and feedback notes (not for dry runs)."""
-        t0 = time.perf_counter()
+        trace: Trace = NO_TRACE,
+    ) -> Routed:
+        """Pin -> classify -> plan. The classification is the one routing uses (a canary
+        user's comes from the candidate); `observe` feeds drift windows and feedback notes
+        (not for dry runs)."""
         text = req.last_user_text()
-        if self.continuous is None:
-            result = await self.classifier.classify(text)
-        else:
+        with trace.child("classify"):
+            t0 = time.perf_counter()
             choice = await self.continuous.classify(
                 text, user=req.user, key_id=key_id, team=team, request_id=request_id
             )
             if observe:
                 self.continuous.observe(choice, request_id, text)
-            result = choice.classification
-        return result, time.perf_counter() - t0
+            classify_s = time.perf_counter() - t0
+        with trace.child("decide"):
+            plan = self.plan(req, choice.classification, request_id, team, budget_used_fraction)
+        return Routed(plan, choice.classification, classify_s)
 
     def plan(
         self,
@@ -160,47 +178,61 @@ class RouterService:
     ) -> RoutePlan:
         ctx = RequestContext(
             text=req.last_user_text(),
-            pinned_model=self.pinned_model(req.model),
+            pinned_model=pinned(req.model),
             team=team,
             user=req.user,
             request_id=request_id,
             budget_used_fraction=budget_used_fraction,
         )
-        scores = Scores(
-            classification.label,
-            classification.confidence,
-            classification.out_of_scope,
-            classification.escalate,
-        )
-        return decide(self.policy, scores, ctx, self.stats.snapshot())
+        return decide(self.policy, scores_of(classification), ctx, self.stats.snapshot())
 
-    async def route(
-        self, req: ChatCompletionRequest, request_id: str, team: str | None = None
-    ) -> Routed:
-        self.pinned_model(req.model)  # refuse a bad `model` before spending a classification
-        classification, _ = await self.classify(req, request_id=request_id, observe=False)
-        return Routed(self.plan(req, classification, request_id, team), classification)
-
-    # ---- execution -----------------------------------------------------------------------
+    # ---- execution: the plan's chain, one attempt at a time ----------------------------------
     def params_for(self, req: ChatCompletionRequest, expert: str) -> GenerationParams:
         spec = self.config.experts[expert]
         return req.params(spec.max_tokens_default)
 
-    def _timeout(self, expert: str) -> float:
-        return self.config.experts[expert].timeout_s
-
     async def complete(
-        self, req: ChatCompletionRequest, plan: RoutePlan, trace: AttemptTrace = no_trace
+        self, req: ChatCompletionRequest, plan: RoutePlan, trace: Trace = NO_TRACE
     ) -> tuple[str, Completion, list[Attempt]]:
         messages = req.to_messages()
+
+        def generate(expert: str) -> Awaitable[Completion]:
+            return self.experts[expert].generate(messages, self.params_for(req, expert))
+
+        return await self._first_answer(plan, trace, generate)
+
+    async def open_stream(
+        self, req: ChatCompletionRequest, plan: RoutePlan, trace: Trace = NO_TRACE
+    ) -> OpenStream:
+        """The first chunk settles the expert: time to first token is a stream's latency, and
+        a failure before it still moves on to the next expert."""
+        messages = req.to_messages()
+
+        async def first_chunk(expert: str) -> tuple[StreamChunk, AsyncIterator[StreamChunk]]:
+            it = aiter(self.experts[expert].stream(messages, self.params_for(req, expert)))
+            try:
+                return await anext(it), it
+            except StopAsyncIteration:
+                return StreamChunk("", "stop", 0, 0), it
+            except BaseException:  # also a timeout's cancellation: close what was opened
+                await _aclose(it)
+                raise
+
+        expert, (first, rest), attempts = await self._first_answer(plan, trace, first_chunk)
+        return OpenStream(expert, first, rest, attempts)
+
+    async def _first_answer(
+        self, plan: RoutePlan, trace: Trace, attempt: Callable[[str], Awaitable[T]]
+    ) -> tuple[str, T, list[Attempt]]:
+        """The fallback loop: each expert of the chain in turn, with its timeout, until one
+        answers; a client's error (not retryable) stops it at once."""
         attempts: list[Attempt] = []
         for expert in plan.chain:
-            caller = self.experts[expert]
-            coro = caller.generate(messages, self.params_for(req, expert))
             t0 = time.perf_counter()
             try:
-                with trace(expert, len(attempts) + 1):
-                    result = await _with_timeout(coro, self._timeout(expert))
+                with trace.attempt(expert, len(attempts) + 1):
+                    async with asyncio.timeout(self.config.experts[expert].timeout_s):
+                        result = await attempt(expert)
             except Exception as exc:  # every failure is translated, then retried or raised
                 err = self._failed(exc, expert, attempts)
                 if err is not None:
@@ -209,31 +241,6 @@ class RouterService:
             self.stats.record(expert, (time.perf_counter() - t0) * 1000, ok=True)
             attempts.append(Attempt(expert))
             return expert, result, attempts
-        raise self._exhausted(attempts)
-
-    async def open_stream(
-        self, req: ChatCompletionRequest, plan: RoutePlan, trace: AttemptTrace = no_trace
-    ) -> OpenStream:
-        messages = req.to_messages()
-        attempts: list[Attempt] = []
-        for expert in plan.chain:
-            it = aiter(self.experts[expert].stream(messages, self.params_for(req, expert)))
-            t0 = time.perf_counter()
-            try:
-                with trace(expert, len(attempts) + 1):
-                    first = await _with_timeout(anext(it), self._timeout(expert))
-            except StopAsyncIteration:
-                first = StreamChunk("", "stop", 0, 0)
-            except Exception as exc:
-                await _aclose(it)
-                err = self._failed(exc, expert, attempts)
-                if err is not None:
-                    raise err from None
-                continue
-            # Time to first token is what a stream's caller waits for: that is its latency here.
-            self.stats.record(expert, (time.perf_counter() - t0) * 1000, ok=True)
-            attempts.append(Attempt(expert))
-            return OpenStream(expert, first, it, attempts)
         raise self._exhausted(attempts)
 
     def _failed(
@@ -264,11 +271,6 @@ class RouterService:
         if cls is ExpertOverloaded:
             err.retry_after = min(waits)
         return err
-
-
-async def _with_timeout(aw: Awaitable[T], timeout_s: float) -> T:
-    async with asyncio.timeout(timeout_s):
-        return await aw
 
 
 async def _aclose(it: AsyncIterator[StreamChunk]) -> None:

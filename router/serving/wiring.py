@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config import AppConfig
+from router.continuous.arms import ClassifierCaller
 from router.continuous.feedback import FeedbackStore
 from router.continuous.live import Continuous
 from router.finance.access import Access
@@ -21,7 +22,7 @@ from router.serving.callers import (
 )
 from router.serving.gateway import Gateway
 from router.serving.http.state import AppState
-from router.serving.service import ClassifierCaller, RouterService
+from router.serving.service import RouterService
 from router.serving.telemetry import Telemetry
 
 log = logging.getLogger("slm_router")

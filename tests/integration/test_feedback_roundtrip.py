@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from router.continuous import feedback_api
-from router.continuous.feedback import FeedbackPolicy, FeedbackStore, RequestNote
+from router.continuous.feedback import FeedbackStore, RequestNote
 from router.continuous.rollout import ArtifactRef, RolloutLogEntry
+from router.continuous.spec import FeedbackPolicy
 from router.finance import access
 from router.finance.access import Access
 from router.finance.keys import KeyStore

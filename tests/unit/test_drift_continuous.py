@@ -16,11 +16,11 @@ from classifiers.artifact import read_metadata
 from classifiers.train import Dataset, save_classifier, train_datasets
 from policies.loader import validate_text
 from router.config import AppConfig, cross_check
-from router.continuous.drift import DriftPolicy
-from router.continuous.feedback import FeedbackPolicy
-from router.continuous.live import Continuous, build_candidate
-from router.continuous.rollout import ClassifierRollout, canary_arm, sticky_key
+from router.continuous.arms import canary_arm, sticky_key
+from router.continuous.live import Continuous
+from router.continuous.spec import ClassifierRollout, DriftPolicy, FeedbackPolicy
 from router.serving.callers import InProcessClassifier
+from router.serving.wiring import build_candidate
 
 WORDS = {
     "math": ["integral", "derivative", "equation", "algebra", "matrix", "prime"],

@@ -9,14 +9,14 @@ import pytest
 
 from classifiers.base import Classification, Classifier
 from classifiers.spec import ClassifierSpec
-from router.continuous.rollout import (
-    ClassifierRollout,
+from router.continuous.arms import (
     RolloutCaller,
     agrees,
     canary_arm,
     shadow_sampled,
     sticky_key,
 )
+from router.continuous.spec import ClassifierRollout
 from router.serving.callers import InProcessClassifier
 
 CANDIDATE = ClassifierSpec(kind="artifact", path="artifacts/candidate")
@@ -188,7 +188,7 @@ async def test_rollout_gauges_read_the_book() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from router.continuous.rollout import register_rollout_gauges
+    from router.continuous.gauges import register_rollout_gauges
 
     ro = ClassifierRollout(candidate=CANDIDATE, mode="shadow", percent=100)
     caller = RolloutCaller(InProcessClassifier(LIVE), InProcessClassifier(OTHER), ro)

@@ -11,12 +11,11 @@ import pytest
 from classifiers import build_classifier
 from classifiers.train import Dataset, save_classifier, train_datasets
 from router.config import parse_policy
+from router.continuous.arms import RolloutCaller, sticky_key
 from router.continuous.rollout import (
     ROLLOUT_KEY,
-    RolloutCaller,
     current_rollout,
     set_block,
-    sticky_key,
     text_sha,
 )
 from router.ops.rollout_cli import MemoryRolloutLog, StepRefused, StepRequest, run_step
