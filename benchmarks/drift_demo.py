@@ -89,7 +89,8 @@ def window(
 
 
 def measure(ref: Any, items: list[Any], window_size: int) -> dict[str, Any]:
-    from router.continuous.drift import DriftMonitor, DriftReference
+    from router.continuous.drift import DriftMonitor
+    from router.continuous.reference import DriftReference
     from router.continuous.spec import DriftPolicy
 
     policy = DriftPolicy(window=window_size, min_samples=min(200, window_size), psi_alert=0.2)
@@ -138,7 +139,8 @@ def scenarios(
 
 def cost(ref: Any, items: list[Any], window_size: int) -> dict[str, float]:
     """Per-request cost of observe() and of one snapshot (a scrape), medians of 5 runs."""
-    from router.continuous.drift import DriftMonitor, DriftReference
+    from router.continuous.drift import DriftMonitor
+    from router.continuous.reference import DriftReference
     from router.continuous.spec import DriftPolicy
 
     obs, snaps = [], []

@@ -197,10 +197,10 @@ def start_litellm_proxy(backend_url: str) -> Started:
 
 
 # --- slm-router ------------------------------------------------------------------------------
-# >>> LEAD: the gateway side is pluggable here. `start_slm_router(backend_url) -> Started` runs
-# >>> `slm-router serve --policy <yaml> --host 127.0.0.1 --port P` as a subprocess. The YAML below
-# >>> is a best guess at the composed policy schema; pass --slm-router-policy FILE (a template
-# >>> with {backend_url}) or --slm-router-url URL (an already running gateway) until it is fixed.
+# `start_slm_router(backend_url) -> Started` runs `slm-router serve --policy <yaml> --host
+# 127.0.0.1 --port P` as a subprocess, with the policy below (every route on the backend);
+# --slm-router-policy FILE (a template with {backend_url}) or --slm-router-url URL (an already
+# running gateway) replace it.
 
 SLM_BACKEND_KEY_ENV = "OVERHEAD_BACKEND_KEY"
 

@@ -1,14 +1,15 @@
 """Pure aggregation for `slm-router policy simulate`: plans + token counts + prices -> report.
 
 The CLI replays prompts through the real classifier and decide(); this turns what came out into
-the numbers ops read. Costs use per-token prices; experts priced only per replica-hour cost 0 here
-(their cost depends on load, not on one request).
+the numbers ops read. Costs use per-token prices through the `cost` function the caller passes
+(the gateway's own formula, router.finance.costs, so simulated and billed costs agree); experts
+priced only per replica-hour cost 0 here (their cost depends on load, not on one request).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -23,6 +24,10 @@ class PriceInfo(Protocol):
 
     @property
     def output_per_1m(self) -> float: ...
+
+
+# USD for (price, prompt tokens, completion tokens).
+CostFn = Callable[[PriceInfo, int, int], float]
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,6 @@ class SimulationReport:
         }
 
 
-def request_cost(price: PriceInfo | None, prompt_tokens: int, completion_tokens: int) -> float:
-    if price is None:
-        return 0.0
-    return (prompt_tokens * price.input_per_1m + completion_tokens * price.output_per_1m) / 1e6
-
-
 def routed_domain(plan: RoutePlan, oos_label: str) -> str:
     return oos_label if plan.out_of_scope else plan.domain
 
@@ -88,16 +87,23 @@ def summarize(
     prices: Mapping[str, PriceInfo],
     fallback: str,
     *,
+    cost: CostFn,
     match: Literal["domain", "expert"] = "domain",
     oos_label: str = "out_of_scope",
 ) -> SimulationReport:
-    """`match`: compare labels with the routed domain (out-of-scope plans count as `oos_label`)
-    or with the chosen expert."""
+    """`cost` prices one request on one expert; an expert missing from `prices` costs 0 and
+    is listed as unpriced. `match`: compare labels with the routed domain (out-of-scope plans
+    count as `oos_label`) or with the chosen expert."""
+
+    def request_cost(expert: str | None, prompt_tokens: int, completion_tokens: int) -> float:
+        price = prices.get(expert) if expert is not None else None
+        return 0.0 if price is None else cost(price, prompt_tokens, completion_tokens)
+
     by_expert: Counter[str] = Counter()
     by_domain: Counter[str] = Counter()
     by_rule: Counter[str] = Counter()
     n = labeled = correct = 0
-    cost = shadow_cost = baseline = 0.0
+    spent = shadow_cost = baseline = 0.0
     unpriced: set[str] = set()
     for rec in records:
         plan = rec.plan
@@ -109,16 +115,16 @@ def summarize(
         for name in (plan.expert, plan.shadow, fallback):
             if name is not None and name not in prices:
                 unpriced.add(name)
-        cost += request_cost(prices.get(plan.expert), *tokens)
+        spent += request_cost(plan.expert, *tokens)
         if plan.shadow is not None:
-            shadow_cost += request_cost(prices.get(plan.shadow), *tokens)
-        baseline += request_cost(prices.get(fallback), *tokens)
+            shadow_cost += request_cost(plan.shadow, *tokens)
+        baseline += request_cost(fallback, *tokens)
         if rec.label is not None:
             labeled += 1
             got = plan.expert if match == "expert" else routed_domain(plan, oos_label)
             correct += got == rec.label
     per_1k = 1000 / n if n else 0.0
-    total = cost + shadow_cost
+    total = spent + shadow_cost
     return SimulationReport(
         requests=n,
         by_expert=_sorted_counts(by_expert),

@@ -30,48 +30,13 @@ from router.continuous.arms import (
 from router.continuous.drift import DriftMonitor, monitor_for
 from router.continuous.feedback import FeedbackStore, RequestNote
 from router.continuous.gauges import register_drift_gauges, register_rollout_gauges
+from router.continuous.identity import classifier_identity
 from router.continuous.spec import ClassifierRollout
 
 if TYPE_CHECKING:
-    from classifiers.spec import ClassifierSpec
     from router.config import AppConfig
 
 log = logging.getLogger("slm_router")
-
-
-def classifier_identity(
-    spec: ClassifierSpec, examples: Mapping[str, list[str]], base: Path | None = None
-) -> dict[str, Any]:
-    """kind, version, data_sha256 of the classifier a spec names, without loading the model:
-    artifact metadata, or for `examples` the hash ExamplesClassifier reports as its version."""
-    out: dict[str, Any] = {
-        "kind": spec.kind,
-        "path": spec.path,
-        "version": None,
-        "data_sha256": None,
-    }
-    if spec.path:
-        from classifiers.artifact import read_metadata
-
-        p = Path(spec.path)
-        try:
-            meta = read_metadata(p if p.is_absolute() or base is None else base / p)
-        except (OSError, ValueError):
-            return out
-        out.update(kind=meta.kind, version=meta.version, data_sha256=meta.data_sha256)
-    elif spec.kind == "examples":
-        from classifiers.text import sha256_json
-
-        sha = sha256_json({k: list(v) for k, v in examples.items()})
-        out.update(version=sha[:12], data_sha256=sha)
-    if spec.escalation_path:
-        esc = classifier_identity(
-            spec.model_copy(update={"path": spec.escalation_path, "escalation_path": None}),
-            {},
-            base,
-        )
-        out["escalation"] = {k: esc[k] for k in ("kind", "version", "data_sha256")}
-    return out
 
 
 class Continuous:

@@ -1,70 +1,58 @@
-"""Safe rollout of a new classifier, as edits of the policy file: shadow, then canary, then
-promote (or roll back). Pure. How the arms behave while a rollout runs: router.continuous.arms.
+"""Safe rollout of a new classifier, as steps that edit the policy file: shadow, then canary,
+then promote (or roll back). How the arms behave while a rollout runs: router.continuous.arms.
 
 The policy's `classifier_rollout:` section (ClassifierRollout) names a candidate classifier and
-a mode; `slm-router classifier-rollout ...` (router/ops/rollout_cli.py) edits it and applies the
-file through the hot-reload path, so no step needs a restart.
+a mode. A step (`run_step`; `slm-router classifier-rollout ...`, router/ops/rollout_cli.py)
+edits that section (or `classifier:`), checks the result as `policy validate` would, writes the
+file, applies it through the applier it is given (the CLI's: the hot-reload path, a Serve
+redeploy, so no step needs a restart) and records the step in the rollout log. If the apply
+fails the file is put back as it was and nothing is recorded.
 
   shadow   the candidate scores a share of requests beside the live classifier (no effect).
   canary   a share of users is routed by the candidate, sticky per user.
   promote  the candidate becomes `classifier:`; the rollout section goes.
   rollback the policy text from before the rollout started is written back, byte for byte.
 
-Every step is logged with who, when, which artifact versions and the policy's hashes
-(RolloutLogEntry, kept in Redis by the CLI).
+Gate: `canary` and `promote` need the candidate's comparison report (DIR/comparison.json, from
+`slm-router classifier retrain`) to say it is not worse than the live classifier; `force`
+overrides (and is recorded). `shadow` is always allowed: it cannot change an answer. Rollback
+refuses when the file was edited by hand since the last step (`force` overrides).
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import json
+import os
 import re
-from collections.abc import Mapping
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from classifiers.spec import ClassifierSpec
-from router.continuous.spec import ClassifierRollout, Mode
+from router.continuous.identity import identify, resolve
+from router.continuous.rollout_log import (
+    LOG_CAP,
+    Action,
+    ArtifactRef,
+    RolloutLog,
+    RolloutLogEntry,
+)
+from router.continuous.spec import ClassifierRollout
 
-Action = Literal["shadow", "canary", "promote", "rollback"]
 ROLLOUT_KEY = "classifier_rollout"
 CLASSIFIER_KEY = "classifier"
+REPORT = "comparison.json"
+Applier = Callable[[Path], object]
+Validator = Callable[[str, str], None]
 
 
-# ---- the log -------------------------------------------------------------------------------
-
-
-class ArtifactRef(BaseModel):
-    """Which classifier: enough to find it again and to know it is the same one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: str
-    path: str | None = None
-    version: str | None = None
-    data_sha256: str | None = None
-
-
-class RolloutLogEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ts: float
-    actor: str
-    action: Action
-    policy_file: str
-    mode: Mode | None = None
-    percent: float | None = None
-    current: ArtifactRef
-    candidate: ArtifactRef | None = None
-    policy_sha256_before: str
-    policy_sha256_after: str
-    applied: bool = True
-    forced: bool = False
-    note: str = ""
-    previous_policy: str = Field("", description="The full policy text before this step.")
-
-    def summary(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"previous_policy"})
+class StepRefused(Exception):
+    """A step that must not run; the message says why and how to override."""
 
 
 def text_sha(text: str) -> str:
@@ -173,3 +161,198 @@ def step_promote(text: str) -> str:
 def _rollout_dict(ro: ClassifierRollout) -> dict[str, Any]:
     body = ro.model_dump(exclude_defaults=True, exclude={"candidate"})
     return {"candidate": _spec_dict(ro.candidate), "mode": ro.mode, "percent": ro.percent, **body}
+
+
+# ---- artifacts and checks ------------------------------------------------------------------
+
+
+def artifact_ref(section: dict[str, Any] | None, doc: dict[str, Any], base: Path) -> ArtifactRef:
+    """Identify a classifier section of a policy text (router.continuous.identity), keeping the
+    section's own `kind`."""
+    section = dict(section or {})
+    kind = str(section.get("kind", "examples"))
+    path = section.get("path")
+    ident = identify(kind, str(path) if path else None, _route_examples(doc), base)
+    return ArtifactRef(
+        kind=kind,
+        path=str(path) if path else None,
+        version=ident["version"],
+        data_sha256=ident["data_sha256"],
+    )
+
+
+def _route_examples(doc: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for route in (doc.get("routing") or {}).get("routes") or []:
+        texts = [str(t) for t in route.get("examples") or []]
+        if route.get("description"):
+            texts.append(str(route["description"]))
+        if texts:
+            out[str(route["domain"])] = texts
+    return out
+
+
+def read_report(candidate: ArtifactRef, base: Path) -> dict[str, Any] | None:
+    if not candidate.path:
+        return None
+    path = resolve(candidate.path, base) / REPORT
+    try:
+        body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return body
+
+
+def check_gate(action: Action, candidate: ArtifactRef, base: Path, force: bool) -> None:
+    """canary/promote need a report that says the candidate is not worse (or --force)."""
+    if action not in ("canary", "promote") or force:
+        return
+    report = read_report(candidate, base)
+    if report is None:
+        raise StepRefused(
+            f"{candidate.path}: no {REPORT} (from `slm-router classifier retrain`) to show the "
+            "candidate is not worse than the live classifier; --force to go on without one"
+        )
+    if not report.get("promotable", False):
+        verdict = report.get("verdict", "?")
+        raise StepRefused(
+            f"{candidate.path}: the comparison report says {verdict!r}; --force to go on anyway"
+        )
+
+
+def default_validator(text: str, filename: str) -> None:
+    """The loader's full check (raises PolicyLoadError)."""
+    from router.config import parse_policy
+
+    parse_policy(text, filename)
+
+
+def actor_name(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("SLM_ROUTER_ACTOR"):
+        return os.environ["SLM_ROUTER_ACTOR"]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+# ---- one step ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    action: Action
+    policy: Path
+    candidate: str | None = None
+    percent: float | None = None
+    force: bool = False
+    apply: bool = True
+    note: str = ""
+    actor: str | None = None
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.rollout-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a watcher never sees half a file
+
+
+def _candidate_spec(path: str) -> Any:
+    from classifiers.spec import ClassifierSpec
+
+    return ClassifierSpec(kind="artifact", path=path)
+
+
+async def _rollback_text(before: str, log: RolloutLog, force: bool) -> str:
+    """The text from before the current rollout started (the latest step that introduced a
+    rollout section since the last rollback), after checking nobody edited the file since."""
+    entries = await log.entries(LOG_CAP)
+    if not entries:
+        raise StepRefused("the rollout log is empty: nothing to roll back")
+    if entries[0].policy_sha256_after != text_sha(before) and not force:
+        raise StepRefused(
+            "the policy file changed since the last rollout step (edited by hand?); "
+            "rolling back would discard that: --force to do it anyway"
+        )
+    for entry in entries:
+        if entry.action == "rollback":
+            break
+        if entry.action in ("shadow", "canary") and ROLLOUT_KEY not in read_doc(
+            entry.previous_policy
+        ):
+            return entry.previous_policy
+    raise StepRefused("no rollout started since the last rollback: nothing to roll back")
+
+
+async def _next_text(req: StepRequest, before: str, log: RolloutLog) -> str:
+    if req.action == "shadow":
+        if not req.candidate:
+            raise StepRefused("shadow needs --candidate DIR")
+        return step_shadow(before, _candidate_spec(req.candidate), req.percent or 100.0)
+    if req.action == "canary":
+        if req.percent is None:
+            raise StepRefused("canary needs --percent N")
+        spec = _candidate_spec(req.candidate) if req.candidate else None
+        return step_canary(before, req.percent, spec)
+    if req.action == "promote":
+        return step_promote(before)
+    return await _rollback_text(before, log, req.force)
+
+
+async def run_step(
+    req: StepRequest,
+    log: RolloutLog,
+    *,
+    applier: Applier | None,
+    validator: Validator = default_validator,
+    base: Path | None = None,
+) -> RolloutLogEntry:
+    """Edit, check, write, apply, record; raises StepRefused (nothing changed) or the
+    applier's error (file restored, nothing recorded)."""
+    base = base or Path.cwd()
+    before = req.policy.read_text(encoding="utf-8")
+    try:
+        after = await _next_text(req, before, log)
+    except ValueError as exc:
+        raise StepRefused(str(exc)) from None
+    doc_before, doc_after = read_doc(before), read_doc(after)
+    rollout = current_rollout(after) or current_rollout(before)
+    candidate = (
+        artifact_ref(rollout.candidate.model_dump(exclude_none=True), doc_after, base)
+        if rollout is not None
+        else None
+    )
+    if candidate is not None:
+        check_gate(req.action, candidate, base, req.force)
+    try:
+        validator(after, str(req.policy))
+    except Exception as exc:
+        raise StepRefused(f"the edited policy would not load: {exc}") from None
+    _write(req.policy, after)
+    if req.apply and applier is not None:
+        try:
+            applier(req.policy)
+        except BaseException:
+            _write(req.policy, before)  # the running app and the file must agree
+            raise
+    entry = RolloutLogEntry(
+        ts=time.time(),
+        actor=actor_name(req.actor),
+        action=req.action,
+        policy_file=str(req.policy),
+        mode=rollout.mode if rollout is not None and req.action in ("shadow", "canary") else None,
+        percent=req.percent if req.action in ("shadow", "canary") else None,
+        current=artifact_ref(doc_before.get(CLASSIFIER_KEY), doc_before, base),
+        candidate=candidate,
+        policy_sha256_before=text_sha(before),
+        policy_sha256_after=text_sha(after),
+        applied=bool(req.apply and applier is not None),
+        forced=req.force,
+        note=req.note,
+        previous_policy=before,
+    )
+    await log.append(entry)
+    return entry

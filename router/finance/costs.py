@@ -20,14 +20,18 @@ _TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 _SECONDS_PER_HOUR = Decimal(3600)
 
 
-class PriceLike(Protocol):
-    """USD per 1M input/output tokens and per replica-hour (0 where it does not apply)."""
+class TokenPrice(Protocol):
+    """USD per 1M input/output tokens (policies.simulate.PriceInfo has the same shape)."""
 
     @property
     def input_per_1m(self) -> float: ...
 
     @property
     def output_per_1m(self) -> float: ...
+
+
+class PriceLike(TokenPrice, Protocol):
+    """Token prices and USD per replica-hour (0 where it does not apply)."""
 
     @property
     def per_replica_hour(self) -> float: ...
@@ -45,9 +49,9 @@ class Price:
 FREE = Price()
 
 
-@dataclass(frozen=True)
-class Cost:
-    """One request's cost and what the baseline expert would have charged, in nano-USD."""
+class Amounts:
+    """USD views of integer `cost_nano` / `baseline_nano` fields, for the dataclasses that
+    carry them (one request's Cost, a ledger record, a row of totals)."""
 
     cost_nano: int
     baseline_nano: int
@@ -63,6 +67,18 @@ class Cost:
     @property
     def baseline_usd(self) -> Decimal:
         return nano_to_usd(self.baseline_nano)
+
+    @property
+    def savings_usd(self) -> Decimal:
+        return nano_to_usd(self.savings_nano)
+
+
+@dataclass(frozen=True)
+class Cost(Amounts):
+    """One request's cost and what the baseline expert would have charged, in nano-USD."""
+
+    cost_nano: int
+    baseline_nano: int
 
 
 def _dec(value: float | int | str | Decimal) -> Decimal:
@@ -83,7 +99,8 @@ def nano_to_usd(nano: int) -> Decimal:
     return Decimal(nano) / NANO_PER_USD
 
 
-def token_cost_usd(price: PriceLike, input_tokens: int, output_tokens: int) -> Decimal:
+def token_cost_usd(price: TokenPrice, input_tokens: int, output_tokens: int) -> Decimal:
+    """The one price formula: the gateway's ledger and `policy simulate` both use it."""
     if input_tokens < 0 or output_tokens < 0:
         raise ValueError("token counts must be >= 0")
     return (

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.finance.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
-from router.finance.redis_server import default_data_dir, make_client
+from router.finance.redis_server import make_client
+from router.finance.spool import Spool, read_spool
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -99,7 +97,7 @@ class Ledger:
         on_spool: Callable[[int], None] | None = None,
     ) -> None:
         self.redis: Redis = client or make_client(redis_url)
-        self.spool_path = Path(spool_path)
+        self.spool = Spool(spool_path, on_spool)
         self.prefix = prefix
         self.retention_s = retention_s
         self.write_timeout_s = write_timeout_s
@@ -108,13 +106,10 @@ class Ledger:
         self.replay_interval_s = replay_interval_s
         self.max_pending = max_pending
         self.batch_size = batch_size
-        self.spooled = 0
-        self._on_spool = on_spool  # e.g. Telemetry.observe_spooled
         self.replayed = 0
         self._script = self.redis.register_script(_WRITE_LUA)
         self._queue: asyncio.Queue[CostRecord] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._spool_lock = threading.Lock()
         self._replay_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self._down_until = 0.0
@@ -131,7 +126,7 @@ class Ledger:
         try:
             self._ensure_writer().put_nowait(rec)
         except asyncio.QueueFull:
-            self._spool([rec])  # Redis far behind: keep the record, replay it later
+            self.spool.append([rec])  # Redis far behind: keep the record, replay it later
         except Exception:  # the answer must go out even if the ledger is broken
             log.exception("ledger: could not queue a write")
 
@@ -169,7 +164,7 @@ class Ledger:
 
     async def _write_or_spool(self, batch: list[CostRecord]) -> None:
         if time.monotonic() < self._down_until:
-            self._spool(batch)
+            self.spool.append(batch)
             return
         try:
             await asyncio.wait_for(self._write_batch(batch), self.write_timeout_s)
@@ -178,8 +173,8 @@ class Ledger:
             self._down_until = now + min(1.0, self.replay_interval_s)
             if now - self._last_warning > 10.0:  # one line per outage, not one per request
                 self._last_warning = now
-                log.warning("ledger: Redis write failed (%r); spooling to %s", exc, self.spool_path)
-            self._spool(batch)
+                log.warning("ledger: Redis write failed (%r); spooling to %s", exc, self.spool.path)
+            self.spool.append(batch)
 
     def _keys(self, rec: CostRecord) -> list[str]:
         p, day = self.prefix, rec.day
@@ -223,43 +218,18 @@ class Ledger:
 
     # ---- spool ---------------------------------------------------------------------------
 
-    def _spool(self, recs: Iterable[CostRecord]) -> None:
-        lines = "".join(r.to_json() + "\n" for r in recs)
-        if not lines:
-            return
-        try:
-            with self._spool_lock:
-                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                with self.spool_path.open("a", encoding="utf-8") as f:
-                    f.write(lines)
-            self.spooled += lines.count("\n")
-            if self._on_spool is not None:
-                with contextlib.suppress(Exception):
-                    self._on_spool(lines.count("\n"))
-        except OSError:
-            log.exception("ledger: spool write failed; %d record(s) lost", lines.count("\n"))
-
-    def _claim_spool(self) -> list[Path]:
-        """Move the live spool aside so new failures append to a fresh file meanwhile."""
-        with self._spool_lock:
-            if self.spool_path.exists():
-                target = self.spool_path.with_name(
-                    f"{self.spool_path.name}.replay-{os.getpid()}-{time.time_ns()}"
-                )
-                os.replace(self.spool_path, target)
-        return sorted(self.spool_path.parent.glob(f"{self.spool_path.name}.replay-*"))
+    @property
+    def spooled(self) -> int:
+        return self.spool.spooled
 
     def spool_pending(self) -> bool:
-        if self.spool_path.exists():
-            return True
-        parent = self.spool_path.parent
-        return parent.exists() and any(parent.glob(f"{self.spool_path.name}.replay-*"))
+        return self.spool.pending()
 
     async def flush_spool(self) -> int:
         """Replay spooled records; returns how many were newly counted. Never raises."""
         async with self._replay_lock:
             counted = 0
-            for path in self._claim_spool():
+            for path in self.spool.claim():
                 try:
                     n = await self._replay_file(path)
                 except Exception as exc:
@@ -272,7 +242,7 @@ class Ledger:
             return counted
 
     async def _replay_file(self, path: Path) -> int:
-        recs = _read_spool(path)
+        recs = read_spool(path)
         counted = 0
         for start in range(0, len(recs), REPLAY_BATCH):
             batch = recs[start : start + REPLAY_BATCH]
@@ -282,7 +252,7 @@ class Ledger:
                 )
             except Exception:
                 # Keep what is left (this batch may be half-applied: replay is idempotent).
-                self._spool(recs[start:])
+                self.spool.append(recs[start:])
                 path.unlink(missing_ok=True)
                 raise
         path.unlink(missing_ok=True)
@@ -420,37 +390,3 @@ def _percentiles(values: list[float], percentiles: Sequence[float]) -> dict[str,
         rank = max(1, -(-len(ordered) * p // 100))
         out[f"p{p:g}"] = ordered[int(min(rank, len(ordered))) - 1]
     return out
-
-
-def _read_spool(path: Path) -> list[CostRecord]:
-    recs: list[CostRecord] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return recs
-    for i, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            recs.append(CostRecord.from_json(line))
-        except (ValueError, TypeError, KeyError):
-            # A torn last line after a crash; the rest is still good.
-            log.warning("ledger: skipping unreadable spool line %d in %s", i + 1, path)
-    return recs
-
-
-def spool_path(data_dir: str | None = None, redis_url: str | None = None) -> str:
-    """One spool file shared by the replicas on a host: appends are single O_APPEND writes of
-    whole lines, and replay claims the file by an atomic rename, so any replica (or a restarted
-    one) replays what another left behind. One file per Redis: two gateways on a host with
-    different ledgers must never replay each other's records."""
-    base = (
-        data_dir
-        or os.environ.get("SLM_ROUTER_SPOOL_DIR")
-        or str(default_data_dir().parent / "spool")
-    )
-    os.makedirs(base, exist_ok=True)
-    if not redis_url:
-        return os.path.join(base, "ledger.jsonl")
-    digest = hashlib.sha256(redis_url.encode()).hexdigest()[:12]  # no credentials in names
-    return os.path.join(base, f"ledger-{digest}.jsonl")

@@ -6,10 +6,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, Literal
 
-from router.finance.costs import nano_to_usd
+from router.finance.costs import Amounts
 
 Dimension = Literal["team", "expert", "domain", "day"]
 DIMENSIONS: tuple[Dimension, ...] = ("day", "team", "expert", "domain")
@@ -44,7 +43,7 @@ def day_score(day: str | date) -> int:
 
 
 @dataclass(frozen=True)
-class CostRecord:
+class CostRecord(Amounts):
     """One request, as the ledger stores it. Costs are integer nano-USD (router.finance.costs)."""
 
     request_id: str
@@ -83,14 +82,6 @@ class CostRecord:
     def latency_us(self) -> int:
         return round(self.latency_ms * 1000)
 
-    @property
-    def cost_usd(self) -> Decimal:
-        return nano_to_usd(self.cost_nano)
-
-    @property
-    def baseline_usd(self) -> Decimal:
-        return nano_to_usd(self.baseline_nano)
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
@@ -128,7 +119,7 @@ def _coerce(name: str, raw: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class TotalsRow:
+class TotalsRow(Amounts):
     """Sums over the requests of one group (e.g. one team, or one day and team)."""
 
     group: tuple[str, ...]
@@ -144,18 +135,6 @@ class TotalsRow:
     @property
     def key(self) -> str:
         return "/".join(self.group)
-
-    @property
-    def cost_usd(self) -> Decimal:
-        return nano_to_usd(self.cost_nano)
-
-    @property
-    def baseline_usd(self) -> Decimal:
-        return nano_to_usd(self.baseline_nano)
-
-    @property
-    def savings_usd(self) -> Decimal:
-        return nano_to_usd(self.baseline_nano - self.cost_nano)
 
     @property
     def mean_latency_ms(self) -> float:

@@ -1,11 +1,5 @@
-"""`slm-router keys ...` and `slm-router spend ...`: admin commands straight against Redis.
-
-Which Redis: --redis-url, else $REDIS_URL, else the embedded server of the default data dir.
-The gateway's embedded server records its pid and port in `<data dir>/embedded.json`
-(router.finance.redis_server), so a CLI run beside a running gateway attaches to that server;
-with no gateway running, the CLI starts the server on the same data dir for the duration of the
-command and stops it afterwards (SHUTDOWN fsyncs the append-only file, so the gateway sees the
-change on its next start).
+"""`slm-router keys ...` and `slm-router spend ...`: admin commands straight against Redis
+(which one: router.ops.redis_cli).
 
 Also runnable on its own: `python -m router.ops.admin_cli keys create --team T`.
 """
@@ -13,82 +7,19 @@ Also runnable on its own: `python -m router.ops.admin_cli keys create --team T`.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.finance.costs import nano_to_usd
+from router.ops.redis_cli import add_redis_args, run_with_redis
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-DEFAULT_PREFIX = "slm"
-
-
-# ---- connecting ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def redis_url_for(args: argparse.Namespace) -> Iterator[str]:
-    """The URL to use for this command; an embedded server started here is stopped on exit."""
-    from router.finance.redis_server import EmbeddedRedis
-
-    url = getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None
-    if url:
-        yield url
-        return
-    server = EmbeddedRedis(getattr(args, "data_dir", None))
-    url = server.start()  # attaches to the gateway's server when one is running
-    try:
-        yield url
-    finally:
-        server.stop()  # a no-op for an attached server: it belongs to the gateway
-
-
-def run_with_redis(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> int:
-    """Run `body` with a client on the Redis the args name (or the embedded one); exit 2
-    with a message when it can't be reached."""
-    from router.finance.redis_server import RedisServerError, make_client
-
-    async def go(url: str) -> int:
-        client = make_client(url)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-
-    try:
-        with redis_url_for(args) as url:
-            return asyncio.run(go(url))
-    except RedisServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        print(f"error: cannot reach Redis ({exc})", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if type(exc).__module__.startswith("redis"):
-            print(f"error: Redis: {exc}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _add_redis_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", help="default: $REDIS_URL, else the embedded server")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="the embedded server's data dir (default: the gateway's, under XDG_DATA_HOME)",
-    )
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=argparse.SUPPRESS)
 
 
 def _usd_arg(text: str) -> Decimal:
@@ -247,19 +178,19 @@ def add_key_subcommands(sub: Any) -> None:
     p.add_argument("--tpm", type=_count_arg, default=0, help="tokens per minute (0: unlimited)")
     p.add_argument("--admin", action="store_true", help="may read spend and manage the gateway")
     p.add_argument("--name", default="", help="a label for humans")
-    _add_redis_args(p)
+    add_redis_args(p)
     p.set_defaults(func=_keys_create)
 
     p = sub.add_parser("list", help="list keys (never the keys themselves: only hashes are kept)")
     p.add_argument("--team")
     p.add_argument("--all", action="store_true", help="include revoked keys")
     p.add_argument("--json", action="store_true")
-    _add_redis_args(p)
+    add_redis_args(p)
     p.set_defaults(func=_keys_list)
 
     p = sub.add_parser("revoke", help="revoke a key by its id (key_...)")
     p.add_argument("key_id")
-    _add_redis_args(p)
+    add_redis_args(p)
     p.set_defaults(func=_keys_revoke)
 
     p = sub.add_parser("budget", help="set or clear a team's budget")
@@ -268,7 +199,7 @@ def add_key_subcommands(sub: Any) -> None:
     group.add_argument("--budget-usd", type=_usd_arg)
     group.add_argument("--clear", action="store_true")
     p.add_argument("--period", choices=("day", "month"), default="month")
-    _add_redis_args(p)
+    add_redis_args(p)
     p.set_defaults(func=_keys_budget)
 
 
@@ -309,7 +240,7 @@ def add_spend_subcommands(sub: Any) -> None:
     p.add_argument("--to", metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
     p.add_argument("--team")
     p.add_argument("--csv", action="store_true", help="CSV, as GET /v1/spend.csv")
-    _add_redis_args(p)
+    add_redis_args(p)
     p.set_defaults(func=_spend_report)
 
 

@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from classifiers.retrain import add_retrain_subcommand
     from experts.cli import add_subcommands as add_experts
     from router.ops.admin_cli import add_key_subcommands, add_spend_subcommands
+    from router.ops.feedback_cli import add_feedback_subcommands
     from router.ops.policy_cli import add_subcommands as add_policy
-    from router.ops.rollout_cli import add_feedback_subcommands, add_rollout_subcommands
+    from router.ops.rollout_cli import add_rollout_subcommands
 
     def add_classifier_all(classifier_sub: Any) -> None:
         add_classifier(classifier_sub)

@@ -187,7 +187,8 @@ def _explain(args: argparse.Namespace) -> int:
     from policies import decide
     from policies.compiled import CompiledPolicy
     from policies.errors import PolicyError
-    from router.ops.simulate import TrafficRow, build_policy_classifier, context_for, scores_of
+    from router.ops.simulate import TrafficRow, build_policy_classifier, context_for
+    from router.serving.service import scores_of
 
     config = load_or_report(args.file)
     if config is None:
@@ -266,6 +267,7 @@ def _emit_explain(out: dict[str, Any], as_json: bool) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from router.ops import simulate as sim
+    from router.ops.tokens import TokenCounters
 
     config = load_or_report(args.file)
     if config is None:
@@ -276,7 +278,7 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     completion = args.completion_tokens or sim.DEFAULT_COMPLETION_TOKENS
-    counters = sim.TokenCounters(config.experts, args.tokens)
+    counters = TokenCounters(config.experts, args.tokens)
     classifier = sim.build_policy_classifier(config)
     replayed = sim.replay(
         config,

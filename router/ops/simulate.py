@@ -6,10 +6,9 @@ reading traffic, batching the classifier, counting tokens, the table and the cha
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,17 +17,18 @@ from policies import decide
 from policies.compiled import CompiledPolicy
 from policies.errors import PolicyError
 from policies.simulate import SimRecord, routed_domain, summarize
-from policies.types import RequestContext, RoutePlan, Scores
+from policies.types import RequestContext, RoutePlan
 from router.config import AppConfig
+from router.finance.costs import TokenPrice, token_cost_usd
+from router.ops.tokens import TokenCounters
+from router.serving.service import pinned, scores_of
 
 if TYPE_CHECKING:
-    from classifiers import Classification, Classifier
+    from classifiers import Classifier
     from experts.spec import ExpertSpec
 
 BATCH_SIZE = 64
 DEFAULT_COMPLETION_TOKENS = 256
-CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text
-AUTO_MODELS = frozenset({"", "auto"})
 
 
 def build_policy_classifier(config: AppConfig) -> Classifier:
@@ -37,10 +37,6 @@ def build_policy_classifier(config: AppConfig) -> Classifier:
     from classifiers import build_classifier
 
     return build_classifier(config.classifier, config.route_examples(), Path.cwd())
-
-
-def scores_of(c: Classification) -> Scores:
-    return Scores(c.label, c.confidence, c.out_of_scope, c.escalate)
 
 
 # --- traffic ---------------------------------------------------------------------------------
@@ -99,101 +95,6 @@ def read_traffic(
     return rows
 
 
-# --- token counting --------------------------------------------------------------------------
-
-CountFn = Callable[[str], int]
-
-
-def estimate_tokens(text: str) -> int:
-    """ceil(characters / 4), at least 1: within about 10-20% of real BPE counts on English
-    prose, worse on code and non-Latin scripts. Used where no tokenizer loads cheaply."""
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
-
-
-def _hf_tokenizer(path: str) -> CountFn:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-
-    def count(text: str) -> int:
-        return max(1, len(tok(text, add_special_tokens=False)["input_ids"]))
-
-    return count
-
-
-def _local_tokenizer_path(spec: ExpertSpec) -> str | None:
-    """A folder whose tokenizer loads in about a second, or None. GGUF checkpoints count only
-    once converted (experts.gguf caches the conversion): parsing the GGUF file itself for its
-    tokenizer takes 15-40 s on a small CPU, more than most replays."""
-    from experts.builtin import resolve
-
-    try:
-        resolved = resolve(spec)
-    except Exception:  # builtin package missing: estimate instead
-        return None
-    if resolved.gguf_file:
-        from experts.gguf import converted_dir, resolve_gguf
-
-        try:
-            folder = converted_dir(resolve_gguf(resolved.model, resolved.gguf_file))
-        except Exception:  # a hub GGUF not in the cache (offline)
-            return None
-        # The conversion is published by an atomic rename: a folder there is complete.
-        return str(folder) if folder.is_dir() else None
-    return resolved.model  # a local folder, or a hub id found only if already cached
-
-
-def _remote_counter(spec: ExpertSpec) -> CountFn:
-    import litellm
-
-    model = spec.model
-
-    def count(text: str) -> int:
-        return max(1, int(litellm.token_counter(model=model, text=text)))
-
-    return count
-
-
-def counter_for(spec: ExpertSpec) -> tuple[CountFn, str]:
-    """(count function, how it counts) for one expert; never raises."""
-    try:
-        if spec.backend == "remote":
-            fn = _remote_counter(spec)
-            fn("probe")
-            return (
-                fn,
-                "litellm.token_counter (tiktoken; exact for OpenAI models, approximate for others)",
-            )
-        if spec.backend == "local":
-            path = _local_tokenizer_path(spec)
-            if path is not None:
-                return _hf_tokenizer(path), f"tokenizer of {spec.model}"
-    except Exception:  # offline, not cached, not installed: fall through to the estimate
-        pass
-    return estimate_tokens, "estimate: ceil(chars / 4)"
-
-
-class TokenCounters:
-    """Per-expert counters, built on first use (a replay touching two experts loads two)."""
-
-    def __init__(self, experts: Mapping[str, ExpertSpec], mode: Literal["auto", "estimate"]):
-        self._experts = experts
-        self._mode = mode
-        self._fns: dict[str, CountFn] = {}
-        self.methods: dict[str, str] = {}
-
-    def count(self, expert: str, text: str) -> int:
-        fn = self._fns.get(expert)
-        if fn is None:
-            spec = self._experts.get(expert)
-            if self._mode == "estimate" or spec is None:
-                fn, how = estimate_tokens, "estimate: ceil(chars / 4)"
-            else:
-                fn, how = counter_for(spec)
-            self._fns[expert], self.methods[expert] = fn, how
-        return fn(text)
-
-
 # --- replay ----------------------------------------------------------------------------------
 
 
@@ -210,7 +111,7 @@ def context_for(
     model = row.model
     return RequestContext(
         text=row.text,
-        pinned_model=None if model is None or model in AUTO_MODELS else model,
+        pinned_model=pinned(model or None),  # an empty field in the file is no pin
         team=row.team or team,
         user=row.user or user,
         request_id=f"sim-{i}",
@@ -301,7 +202,12 @@ def simulation_report(
 ) -> dict[str, Any]:
     prices = {name: spec.price for name, spec in config.experts.items() if _per_token(spec)}
     report = summarize(
-        replayed.records, prices, config.routing.fallback, match=match, oos_label=oos_label
+        replayed.records,
+        prices,
+        config.routing.fallback,
+        cost=usd,
+        match=match,
+        oos_label=oos_label,
     ).to_dict()
     n = len(replayed.records) + sum(replayed.refused.values())
     report.update(
@@ -321,6 +227,10 @@ def simulation_report(
         }
     )
     return report
+
+
+def usd(price: TokenPrice, prompt_tokens: int, completion_tokens: int) -> float:
+    return float(token_cost_usd(price, prompt_tokens, completion_tokens))
 
 
 def _per_token(spec: ExpertSpec) -> bool:

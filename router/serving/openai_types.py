@@ -128,23 +128,21 @@ def chunk_body(
     delta: dict[str, Any],
     finish_reason: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "id": req_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-    }
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return _chunk(req_id, model, created, [choice])
 
 
 def usage_chunk_body(
     req_id: str, model: str, created: int, prompt: int, completion: int
 ) -> dict[str, Any]:
+    return {**_chunk(req_id, model, created, []), "usage": usage_dict(prompt, completion)}
+
+
+def _chunk(req_id: str, model: str, created: int, choices: list[Any]) -> dict[str, Any]:
     return {
         "id": req_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [],
-        "usage": usage_dict(prompt, completion),
+        "choices": choices,
     }

@@ -66,8 +66,9 @@ def build_books(config: AppConfig, telemetry: Telemetry, redis_url: str | None) 
         return Books(access, Accounting(config, access=access, telemetry=telemetry))
     from router.finance.budgets import Limiter
     from router.finance.keys import KeyStore
-    from router.finance.ledger import Ledger, spool_path
+    from router.finance.ledger import Ledger
     from router.finance.redis_server import make_client
+    from router.finance.spool import spool_path
 
     client = make_client(redis_url)
     spool = spool_path(redis_url=redis_url)

@@ -13,7 +13,7 @@ import pytest
 
 from router.continuous import feedback_api
 from router.continuous.feedback import FeedbackStore, RequestNote
-from router.continuous.rollout import ArtifactRef, RolloutLogEntry
+from router.continuous.rollout_log import ArtifactRef, RedisRolloutLog, RolloutLogEntry
 from router.continuous.spec import FeedbackPolicy
 from router.finance import access
 from router.finance.access import Access
@@ -21,7 +21,7 @@ from router.finance.keys import KeyStore
 from router.finance.ledger import Ledger
 from router.finance.ledger_types import CostRecord
 from router.finance.redis_server import make_client
-from router.ops.rollout_cli import RedisRolloutLog, main
+from router.ops.cli import main
 from router.serving.http.api import new_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from router.continuous.rollout import current_rollout
-from router.ops.rollout_cli import main
+from router.ops.cli import main
 
 pytestmark = pytest.mark.integration
 

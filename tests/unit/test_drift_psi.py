@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from router.continuous.drift import (
     EPSILON,
     DriftMonitor,
-    DriftReference,
     bin_index,
     psi,
     psi_categorical,
     rate_psi,
 )
 from router.continuous.gauges import register_drift_gauges
+from router.continuous.reference import DriftReference
 from router.continuous.spec import DriftPolicy
 
 EDGES = tuple(i / 10 for i in range(11))

@@ -1,4 +1,5 @@
-"""policies.simulate.summarize: the report fields `policy simulate --json` prints."""
+"""policies.simulate.summarize: the report fields `policy simulate --json` prints, priced with the
+gateway's own formula (router.ops.simulate.usd over router.finance.costs)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from dataclasses import dataclass
 import pytest
 
 from policies import CompiledPolicy, RequestContext, RoutingPolicy, Scores, decide
-from policies.simulate import SimRecord, request_cost, summarize
+from policies.simulate import SimRecord, summarize
 from policies.types import RoutePlan
+from router.ops.simulate import usd
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def test_costs_accuracy_and_counts() -> None:
         SimRecord(plan("moe", "code", oos=True, trace=("out_of_scope",)), "out_of_scope", 2000, 0),
         SimRecord(plan("code", "code", shadow="cand"), None, 1000, 1000),
     ]
-    r = summarize(records, PRICES, "moe")
+    r = summarize(records, PRICES, "moe", cost=usd)
     assert r.requests == 4
     assert r.by_expert == {"code": 3, "moe": 1}
     assert r.by_domain == {"code": 3, "out_of_scope": 1}
@@ -65,9 +67,9 @@ def test_costs_accuracy_and_counts() -> None:
 
 
 def test_no_labels_gives_null_accuracy_and_empty_input_is_zeroes() -> None:
-    r = summarize([SimRecord(plan("code", "code"), None, 10, 10)], PRICES, "moe")
+    r = summarize([SimRecord(plan("code", "code"), None, 10, 10)], PRICES, "moe", cost=usd)
     assert r.routing_accuracy is None and r.to_dict()["routing_accuracy"] is None
-    empty = summarize([], PRICES, "moe")
+    empty = summarize([], PRICES, "moe", cost=usd)
     assert (empty.requests, empty.cost_per_1k, empty.savings, empty.routing_accuracy) == (
         0,
         0,
@@ -81,23 +83,26 @@ def test_match_on_expert_and_unpriced_experts() -> None:
         SimRecord(plan("code", "code"), "code", 10, 10),
         SimRecord(plan("free", "x"), "moe", 10, 10),
     ]
-    r = summarize(recs, PRICES, "moe", match="expert")
+    r = summarize(recs, PRICES, "moe", match="expert", cost=usd)
     assert r.routing_accuracy == 0.5
     assert r.unpriced == ("free",)
-    assert summarize(recs, {}, "moe").savings == 0.0  # nothing priced: no baseline to save against
+    assert (
+        summarize(recs, {}, "moe", cost=usd).savings == 0.0
+    )  # nothing priced: no baseline to save against
 
 
 def test_all_to_fallback_saves_nothing() -> None:
     recs = [SimRecord(plan("moe", "x"), None, 100, 100) for _ in range(3)]
-    r = summarize(recs, PRICES, "moe")
+    r = summarize(recs, PRICES, "moe", cost=usd)
     assert r.savings == pytest.approx(0.0) and r.cost_per_1k == pytest.approx(
         r.baseline_cost_per_1k
     )
 
 
 def test_request_cost() -> None:
-    assert request_cost(Price(2.0, 4.0), 1_000_000, 500_000) == pytest.approx(4.0)
-    assert request_cost(None, 10, 10) == 0.0
+    assert usd(Price(2.0, 4.0), 1_000_000, 500_000) == pytest.approx(4.0)
+    unpriced = summarize([SimRecord(plan("x", "x"), None, 10, 10)], {}, "moe", cost=usd)
+    assert unpriced.cost_per_1k == 0.0
 
 
 def test_end_to_end_with_decide() -> None:
@@ -120,7 +125,7 @@ def test_end_to_end_with_decide() -> None:
         )
         for i, (lbl, conf, oos, gold) in enumerate(rows)
     ]
-    r = summarize(recs, PRICES, "moe")
+    r = summarize(recs, PRICES, "moe", cost=usd)
     assert r.by_expert == {"moe": 2, "code": 1}
     # the low-confidence one is routed to the fallback but its domain stays 'code'
     assert r.routing_accuracy == 1.0

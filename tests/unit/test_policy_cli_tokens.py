@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experts.spec import ExpertSpec
-from router.ops.simulate import TokenCounters, counter_for, estimate_tokens
+from router.ops.tokens import TokenCounters, counter_for, estimate_tokens
 from tests.unit.test_experts_tune_tiny import build_tokenizer
 
 TEXTS = ["hello world", "def f(x):\n    return x ** 2  # squares", "ünïcödé ✓ 数学", ""]

@@ -14,11 +14,14 @@ from router.config import parse_policy
 from router.continuous.arms import RolloutCaller, sticky_key
 from router.continuous.rollout import (
     ROLLOUT_KEY,
+    StepRefused,
+    StepRequest,
     current_rollout,
+    run_step,
     set_block,
     text_sha,
 )
-from router.ops.rollout_cli import MemoryRolloutLog, StepRefused, StepRequest, run_step
+from router.continuous.rollout_log import MemoryRolloutLog
 from router.serving.callers import InProcessClassifier
 from router.serving.openai_types import ChatCompletionRequest
 from router.serving.service import RouterService
@@ -239,8 +242,7 @@ def test_examples_identity_is_what_the_examples_classifier_reports() -> None:
     from classifiers.text import sha256_json
     from router.config import load_policy
     from router.continuous.live import classifier_identity
-    from router.continuous.rollout import read_doc
-    from router.ops.rollout_cli import artifact_ref
+    from router.continuous.rollout import artifact_ref, read_doc
 
     path = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
     config = load_policy(path)
