@@ -77,6 +77,8 @@ def fit_probs(
         progress=True,
     )
     fit_s = time.perf_counter() - t0
+    if args.save_models:
+        model.save(Path(args.cache_dir) / f"model_{target}_{kind}_seed{args.seed}")
     t0 = time.perf_counter()
     probs = model.predict_proba([r["text"] for r in val])
     return {
@@ -180,6 +182,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--oos-weights", type=float, nargs="+", default=[0.0, 0.1, 0.25])
     parser.add_argument("--finetune-domains", action="store_true")
+    parser.add_argument("--save-models", action="store_true", help="keep each fitted model")
     parser.add_argument("--cache-dir", default="bench-out/clinc-cache")
     parser.add_argument("--out-json", default="bench-out/classifiers_clinc.json")
     args = parser.parse_args()

@@ -55,6 +55,10 @@ class ArtifactMetadata(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict)
     reference: Reference | None = None
     members: list[str] = Field(default_factory=list)
+    fine_label_field: str | None = Field(
+        None, description="Trained on this finer label; probabilities summed into `labels`."
+    )
+    fine_to_label: dict[str, str] | None = None
 
 
 class ProbModel(Protocol):
@@ -149,6 +153,11 @@ def write_metadata(directory: Path, meta: ArtifactMetadata) -> None:
 
 
 def load_model(directory: Path, meta: ArtifactMetadata) -> ProbModel:
+    if meta.fine_to_label:
+        from classifiers.grouped import FINE_DIR, GroupedModel
+
+        inner: ProbModel = kind_module(meta.kind).load(Path(directory) / FINE_DIR, meta)
+        return GroupedModel(inner, meta.fine_to_label)
     model: ProbModel = kind_module(meta.kind).load(Path(directory), meta)
     return model
 

@@ -17,6 +17,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     train.add_argument("--val", type=Path, help="Validation JSONL (default: 10%% seeded holdout).")
     train.add_argument("--label-field", help="Field holding the label (task 'labels').")
     train.add_argument("--text-field", default="text")
+    train.add_argument(
+        "--fine-label-field",
+        help="Train on this finer label (e.g. intent) and sum its probabilities into "
+        "--label-field's labels (e.g. domain); each fine label must belong to one label.",
+    )
     train.add_argument("--oos-label", help="Label value meaning out of scope.")
     train.add_argument("--kind", default="tfidf", choices=KINDS)
     train.add_argument("--task", default="labels", choices=("labels", "escalation"))
@@ -66,6 +71,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         params=params,
         progress=True,
+        fine_label_field=args.fine_label_field,
     )
     print(
         json.dumps({"out": str(args.out), "version": meta.version, "validation": meta.validation})
@@ -126,13 +132,29 @@ def _eval(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "kind": clf.meta.kind,
         "version": clf.meta.version,
+        "threshold": clf.oos_threshold,
         **report,
     }
+    report = {"headline": headline(report, clf.meta.task), **report}
     if args.json:
         print(json.dumps(report))
     else:
         print(format_report(report))
     return 0
+
+
+def headline(report: dict[str, Any], task: str) -> str:
+    """The figures issue 12 judges by, at the artifact's own operating point."""
+    if task == "escalation":
+        return (
+            f"APGR {report['apgr']:.3f}, cost saved at 95% of strong quality "
+            f"{100 * report['cost_saved_at_95']:.1f}% (n={report['n']})"
+        )
+    acc, rec = report.get("in_scope_accuracy"), report.get("oos_recall")
+    parts = [] if acc is None else [f"in-scope accuracy {100 * acc:.2f}%"]
+    if rec is not None:
+        parts.append(f"OOS recall {100 * rec:.1f}%")
+    return ", ".join(parts) + f" at threshold {report['threshold']:.4f} (n={report['n']})"
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -1,4 +1,9 @@
-"""Sentence embeddings (all-MiniLM-L6-v2 by default): mean pooling + L2 norm, cached."""
+"""Sentence embeddings (all-MiniLM-L6-v2 by default): a backend, length-sorted batches, a cache.
+
+The backend (classifiers.backends) does the model work: ONNX Runtime with int8 weights by
+default (measured fastest at no accuracy cost, docs/bench/classifiers.md), torch, or static
+embeddings. The LRU cache answers repeated prompts; no latency figure relies on it.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from classifiers.backends import Backend, make_backend, mean_pool
 from classifiers.text import clean_all
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 # Routing prompts are short; 64 word pieces hold the intent and keep attention cost flat.
 DEFAULT_MAX_LENGTH = 64
+DEFAULT_BACKEND = "onnx"
+
+__all__ = ["DEFAULT_BACKEND", "SentenceEncoder", "mean_pool", "resolve_encoder", "shared_encoder"]
 
 
 def default_encoder_path() -> str:
@@ -36,27 +44,6 @@ def resolve_encoder(name: str | None) -> str:
     return name
 
 
-def _quantized(model: Any) -> Any:
-    """int8 Linear layers; torch deprecates this API, so fall back to fp32 once it is gone."""
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear}, dtype=torch.qint8
-            )
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return model
-
-
-def mean_pool(hidden: Any, mask: Any) -> Any:
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-
-
 class SentenceEncoder:
     """Thread-safe, lazily loaded encoder with an LRU cache of embeddings.
 
@@ -70,39 +57,35 @@ class SentenceEncoder:
         max_length: int = DEFAULT_MAX_LENGTH,
         cache_size: int = 8192,
         batch_size: int = 64,
-        quantize: bool = False,
-        threads: int | None = None,
+        backend: str = DEFAULT_BACKEND,
+        quantize: bool = True,
+        threads: int | None = 1,
     ) -> None:
         self.name = resolve_encoder(name)
         self.max_length = max_length
         self.batch_size = batch_size
         self._cache_size = cache_size
-        # int8 dynamic quantisation halves single-query CPU latency (6.3 -> 3.3 ms here);
-        # anything trained on embeddings must use the same setting, so artifacts record it.
+        # Anything trained on embeddings must embed with the same backend and quantisation,
+        # so artifacts record both.
+        self.backend = backend
         self.quantize = quantize
         self.threads = threads
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._load_lock = threading.Lock()
+        self._backend: Backend | None = None
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModel, AutoTokenizer
-
-        self._tokenizer = AutoTokenizer.from_pretrained(self.name)
-        import torch
-
-        if self.threads:
-            # One thread avoids cross-core contention spikes on small shared CPUs (p99 383 -> 15 ms
-            # measured on 2 cores); the setting is process-wide, so it is opt-in.
-            torch.set_num_threads(self.threads)
-        model = AutoModel.from_pretrained(self.name)
-        model.eval()
-        if self.quantize:
-            model = _quantized(model)
-        self._model = model
+    def _load(self) -> Backend:
+        with self._load_lock:
+            if self._backend is None:
+                self._backend = make_backend(
+                    self.backend,
+                    self.name,
+                    max_length=self.max_length,
+                    quantize=self.quantize,
+                    threads=self.threads,
+                )
+            return self._backend
 
     def prime(self, texts: Sequence[str], vectors: np.ndarray, *, grow: bool = True) -> None:
         """Seed the cache with precomputed embeddings (benchmarks reuse one encoding pass)."""
@@ -118,8 +101,7 @@ class SentenceEncoder:
 
     @property
     def dim(self) -> int:
-        self._load()
-        return int(self._model.config.hidden_size)
+        return self._load().dim
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """(n, dim) float32, unit-norm rows. Never raises on odd strings."""
@@ -150,36 +132,24 @@ class SentenceEncoder:
         return np.stack(out)  # type: ignore[arg-type]
 
     def _embed(self, texts: list[str], *, progress: bool) -> np.ndarray:
-        import torch
-
-        self._load()
+        backend = self._load()
+        if len(texts) == 1:  # the hot path: no sorting, no progress machinery
+            return backend.embed([texts[0] or " "])
         # Sorting by length keeps padding (wasted compute) small inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        result = np.zeros((len(texts), backend.dim), dtype=np.float32)
         starts = range(0, len(order), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="embedding", unit="batch")
-        with torch.inference_mode():
-            for s in starts:
-                idx = order[s : s + self.batch_size]
-                batch = self._tokenizer(
-                    [texts[i] or " " for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-                hidden = self._model(**batch).last_hidden_state
-                pooled = torch.nn.functional.normalize(
-                    mean_pool(hidden, batch["attention_mask"]), dim=-1
-                )
-                result[idx] = pooled.float().numpy()
+        for s in starts:
+            idx = order[s : s + self.batch_size]
+            result[idx] = backend.embed([texts[i] or " " for i in idx])
         return result
 
 
-_SHARED: dict[tuple[str, int, bool], SentenceEncoder] = {}
+_SHARED: dict[tuple[str, int, str, bool], SentenceEncoder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -187,17 +157,18 @@ def shared_encoder(
     name: str | None = None,
     *,
     max_length: int = DEFAULT_MAX_LENGTH,
-    quantize: bool = False,
-    threads: int | None = None,
+    backend: str = DEFAULT_BACKEND,
+    quantize: bool = True,
+    threads: int | None = 1,
 ) -> SentenceEncoder:
-    """One encoder per (model, max_length, quantize) per process: the domain and escalation
-    classifiers then share weights and cache instead of loading MiniLM twice."""
-    key = (resolve_encoder(name), max_length, quantize)
+    """One encoder per (model, max_length, backend, quantize) per process: the domain and
+    escalation classifiers then share weights and cache instead of loading MiniLM twice."""
+    key = (resolve_encoder(name), max_length, backend, quantize)
     with _SHARED_LOCK:
         enc = _SHARED.get(key)
         if enc is None:
             enc = _SHARED[key] = SentenceEncoder(
-                key[0], max_length=max_length, quantize=quantize, threads=threads
+                key[0], max_length=max_length, backend=backend, quantize=quantize, threads=threads
             )
         return enc
 

@@ -25,6 +25,7 @@ def build_classifier(
         encoder = shared_encoder(
             spec.encoder,
             max_length=spec.max_length,
+            backend=spec.backend,
             quantize=spec.quantize,
             threads=spec.torch_threads,
         )

@@ -38,6 +38,7 @@ class Dataset:
     labels: list[str]
     weak: list[bool] | None = None
     strong: list[bool] | None = None
+    fine: list[str] | None = None  # a finer label to train on (see classifiers.grouped)
 
 
 def rows_to_dataset(
@@ -47,6 +48,7 @@ def rows_to_dataset(
     label_field: str | None,
     text_field: str = "text",
     escalation_target: str = "weak_fails",
+    fine_label_field: str | None = None,
 ) -> Dataset:
     texts = [str(r.get(text_field, "")) for r in rows]
     if task == "escalation":
@@ -69,10 +71,12 @@ def rows_to_dataset(
         return Dataset(texts, labels, weak, strong)
     if not label_field:
         raise ValueError("--label-field is required for task 'labels'")
-    absent = [i for i, r in enumerate(rows) if label_field not in r]
-    if absent:
-        raise ValueError(f"row {absent[0] + 1} has no field {label_field!r}")
-    return Dataset(texts, [str(r[label_field]) for r in rows])
+    for field in (label_field, fine_label_field):
+        absent = [i for i, r in enumerate(rows) if field and field not in r]
+        if absent:
+            raise ValueError(f"row {absent[0] + 1} has no field {field!r}")
+    fine = [str(r[fine_label_field]) for r in rows] if fine_label_field else None
+    return Dataset(texts, [str(r[label_field]) for r in rows], fine=fine)
 
 
 def seed_everything(seed: int) -> None:
@@ -96,7 +100,11 @@ def _subset(ds: Dataset, idx: np.ndarray) -> Dataset:
         return None if xs is None else [xs[i] for i in idx]
 
     return Dataset(
-        [ds.texts[i] for i in idx], [ds.labels[i] for i in idx], pick(ds.weak), pick(ds.strong)
+        [ds.texts[i] for i in idx],
+        [ds.labels[i] for i in idx],
+        pick(ds.weak),
+        pick(ds.strong),
+        pick(ds.fine),
     )
 
 
@@ -198,6 +206,9 @@ def calibrate_model(
         params=dict(params),
         **base_meta,
     )
+    mapping = getattr(model, "mapping", None)
+    if mapping is not None:
+        meta.fine_to_label = dict(sorted(mapping.items()))
     clf = TrainedClassifier(model, meta)
     oos_output = oos_label or DEFAULT_OOS_OUTPUT
     meta.validation.update(validation_report(clf, val, oos_output))
@@ -220,9 +231,7 @@ def train_datasets(
     """In-memory training (benchmarks): fit KIND on TRAIN, calibrate on VAL."""
     params = dict(params or {})
     seed_everything(seed)
-    model: ProbModel = kind_module(kind).fit(
-        train.texts, train.labels, seed=seed, params=params, progress=progress
-    )
+    model = fit_model(train, kind=kind, seed=seed, params=params, progress=progress)
     meta = base_meta or {
         "version": sha256_json({"train": train.texts, "labels": train.labels, "seed": seed})[:12],
         "data_sha256": sha256_json([train.texts, train.labels]),
@@ -237,6 +246,23 @@ def train_datasets(
         params=params,
         base_meta=meta,
     )
+
+
+def fit_model(
+    train: Dataset, *, kind: str, seed: int, params: dict[str, Any], progress: bool
+) -> ProbModel:
+    """KIND fitted on TRAIN's labels, or on its fine labels and summed into the labels."""
+    module = kind_module(kind)
+    if train.fine is None:
+        fitted: ProbModel = module.fit(
+            train.texts, train.labels, seed=seed, params=params, progress=progress
+        )
+        return fitted
+    from classifiers.grouped import GroupedModel, fine_to_coarse
+
+    mapping = fine_to_coarse(train.fine, train.labels)
+    inner = module.fit(train.texts, train.fine, seed=seed, params=params, progress=progress)
+    return GroupedModel(inner, mapping)
 
 
 def save_classifier(clf: TrainedClassifier, out: Path) -> None:
@@ -270,6 +296,7 @@ def train_artifact(
     params: Mapping[str, Any] | None = None,
     holdout: float = 0.1,
     progress: bool = False,
+    fine_label_field: str | None = None,
 ) -> ArtifactMetadata:
     """Train on DATA (JSONL), calibrate on VAL (or a seeded holdout of DATA), write OUT."""
     params = dict(params or {})
@@ -288,6 +315,7 @@ def train_artifact(
             label_field=label_field,
             text_field=text_field,
             escalation_target=target,
+            fine_label_field=fine_label_field,
         )
 
     train_ds = read(data)
@@ -307,11 +335,13 @@ def train_artifact(
         "params": params,
         "label_field": label_field,
         "oos_label": oos_label,
+        "fine_label_field": fine_label_field,
     }
     base_meta = {
         "version": sha256_json(identity)[:12],
         "text_field": text_field,
         "label_field": label_field,
+        "fine_label_field": fine_label_field,
         "data_sha256": data_sha,
         "val_sha256": val_sha,
     }

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.encoder import DEFAULT_MAX_LENGTH, SentenceEncoder, shared_encoder
+from classifiers.encoder import (
+    DEFAULT_BACKEND,
+    DEFAULT_MAX_LENGTH,
+    SentenceEncoder,
+    shared_encoder,
+)
 from classifiers.scoring import softmax
 
 HEAD_FILE = "head.npz"
@@ -35,6 +40,7 @@ class EmbeddingModel:
             "classes": self.classes,
             "encoder": self.encoder.name,
             "max_length": self.encoder.max_length,
+            "backend": self.encoder.backend,
             "quantize": self.encoder.quantize,
         }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
@@ -51,7 +57,8 @@ def encoder_from(params: dict[str, Any]) -> SentenceEncoder:
     return shared_encoder(
         params.get("encoder"),
         max_length=int(params.get("max_length", DEFAULT_MAX_LENGTH)),
-        quantize=bool(params.get("quantize", False)),
+        backend=str(params.get("backend", DEFAULT_BACKEND)),
+        quantize=bool(params.get("quantize", True)),
     )
 
 
@@ -81,6 +88,9 @@ def fit(
 
 def load(directory: Path, meta: Any = None) -> EmbeddingModel:
     config = json.loads((directory / CONFIG_FILE).read_text())
+    # Artifacts from before the backends embedded with torch (fp32 unless they say otherwise).
+    config.setdefault("backend", "torch")
+    config.setdefault("quantize", False)
     head = np.load(directory / HEAD_FILE)
     encoder = encoder_from(config)
     return EmbeddingModel(encoder, list(config["classes"]), head["coef"], head["intercept"])

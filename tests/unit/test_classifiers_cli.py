@@ -103,6 +103,9 @@ def test_train_predict_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         )
         / 15
     )
+    acc, rec = 100 * report["in_scope_accuracy"], 100 * report["oos_recall"]
+    assert report["headline"].startswith(f"in-scope accuracy {acc:.2f}%, OOS recall {rec:.1f}%")
+    assert f"at threshold {report['threshold']:.4f}" in report["headline"]
 
 
 def test_escalation_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,6 +121,7 @@ def test_escalation_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     report = json.loads(capsys.readouterr().out)
     assert {"apgr", "cpt50", "cpt80", "cost_saved_at_95"} <= set(report)
+    assert report["headline"].startswith(f"APGR {report['apgr']:.3f}, cost saved at 95%")
     out = tmp_path / "p.jsonl"
     assert main(["predict", "--model", str(model), "--data", str(data), "--out", str(out)]) == 0
     first = json.loads(out.read_text().splitlines()[0])
