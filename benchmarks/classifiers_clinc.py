@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [k for k in args.kinds.split(",") if k and k != "none"]
     if any(k in ("embedding", "ensemble") for k in kinds):
         prime_embeddings(sorted({r["text"] for r in train + val}), cache)
-    for target in ("intent", "domain"):
+    for target in args.targets.split(","):
         for kind in kinds:
             path = cache / f"probs_{target}_{kind}_seed{args.seed}.json"
             if kind == "finetuned" and target == "domain" and not args.finetune_domains:
@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--oos-weights", type=float, nargs="+", default=[0.0, 0.1, 0.25])
     parser.add_argument("--finetune-domains", action="store_true")
+    parser.add_argument("--targets", default="intent,domain", help="labels to fit on")
     parser.add_argument("--save-models", action="store_true", help="keep each fitted model")
     parser.add_argument("--cache-dir", default="bench-out/clinc-cache")
     parser.add_argument("--out-json", default="bench-out/classifiers_clinc.json")

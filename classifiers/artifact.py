@@ -21,6 +21,25 @@ FORMAT = 1
 ESCALATE = "weak_fails"
 WEAK_OK = "weak_ok"
 KINDS = ("tfidf", "embedding", "finetuned", "ensemble")
+# target "gain": the four outcomes of (weak, strong); escalating pays P(strong only) and
+# costs P(weak only), so the score ranks by the expected gain of escalating.
+STRONG_ONLY, WEAK_ONLY = "strong_only", "weak_only"
+OUTCOMES = ("both_fail", STRONG_ONLY, WEAK_ONLY, "both_ok")
+
+
+def outcome(weak: bool, strong: bool) -> str:
+    return OUTCOMES[2 * int(weak) + int(strong)]
+
+
+def escalation_scores(probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """P(escalating helps) in [0, 1] from a model's class probabilities."""
+    classes = list(classes)
+    if ESCALATE in classes:
+        return np.asarray(probs[:, classes.index(ESCALATE)], dtype=np.float64)
+    if STRONG_ONLY in classes and WEAK_ONLY in classes:
+        gain = probs[:, classes.index(STRONG_ONLY)] - probs[:, classes.index(WEAK_ONLY)]
+        return np.asarray((1.0 + gain) / 2.0, dtype=np.float64)
+    raise ValueError(f"not an escalation model: classes {classes[:6]}")
 
 
 class Reference(BaseModel):
@@ -114,8 +133,7 @@ class TrainedClassifier(Classifier):
             return []
         probs = self.probabilities(texts)
         if self.meta.task == "escalation":
-            j = self.model.classes.index(ESCALATE)
-            p_fail = probs[:, j]
+            p_fail = escalation_scores(probs, self.model.classes)
             lab = np.where(p_fail >= self.oos_threshold, ESCALATE, WEAK_OK)
             return [
                 Classification(

@@ -18,9 +18,11 @@ from classifiers.artifact import (
     ProbModel,
     Reference,
     TrainedClassifier,
+    escalation_scores,
     kind_module,
     library_versions,
     now_iso,
+    outcome,
     write_metadata,
 )
 from classifiers.metrics import label_metrics, routing_metrics
@@ -61,7 +63,9 @@ def rows_to_dataset(
             )
         weak = [bool(r["weak_correct"]) for r in rows]
         strong = [bool(r["strong_correct"]) for r in rows]
-        if escalation_target == "strong_wins":
+        if escalation_target == "gain":
+            labels = [outcome(w, s) for w, s in zip(weak, strong, strict=True)]
+        elif escalation_target == "strong_wins":
             # Positive only where escalating changes the outcome: ranks better on MMLU.
             labels = [
                 ESCALATE if s and not w else WEAK_OK for w, s in zip(weak, strong, strict=True)
@@ -188,7 +192,7 @@ def calibrate_model(
     if task == "escalation":
         assert val.weak is not None and val.strong is not None
         in_labels = [WEAK_OK, ESCALATE]
-        threshold = escalation_threshold(probs[:, classes.index(ESCALATE)], val.weak, val.strong)
+        threshold = escalation_threshold(escalation_scores(probs, classes), val.weak, val.strong)
     else:
         # An OOS label absent from training still names OOS rows in validation and output.
         in_labels = [c for c in classes if c != oos_label]
@@ -305,8 +309,8 @@ def train_artifact(
         # Difficulty is a weak, noisy signal: a strongly regularised head ranks best (benchmark).
         params.setdefault("C", 1.0)
     target = str(params.get("target", "weak_fails"))
-    if target not in ("weak_fails", "strong_wins"):
-        raise ValueError("params.target must be 'weak_fails' or 'strong_wins'")
+    if target not in ("weak_fails", "strong_wins", "gain"):
+        raise ValueError("params.target must be 'weak_fails', 'strong_wins' or 'gain'")
 
     def read(path: Path) -> Dataset:
         return rows_to_dataset(

@@ -160,3 +160,15 @@ def test_escalation_target_strong_wins_changes_the_labels(tmp_path: Path) -> Non
     assert wins < fails  # so the two targets really are different label sets
     with pytest.raises(ValueError, match="target"):
         train_artifact(data, tmp_path / "c", task="escalation", params={"target": "nope"})
+
+
+def test_escalation_target_gain_scores_the_expected_gain(tmp_path: Path) -> None:
+    rows = make_escalation_rows(160, seed=5)
+    data = write_jsonl(tmp_path / "t.jsonl", rows)
+    meta = train_artifact(data, tmp_path / "g", task="escalation", params={"target": "gain"})
+    assert set(meta.classes) <= {"both_fail", "strong_only", "weak_only", "both_ok"}
+    clf = load_artifact(tmp_path / "g")
+    hard, easy = clf.classify(["integral derivative proof", "bake garlic sauce"])
+    assert hard.escalate is not None and easy.escalate is not None
+    assert 0.0 <= easy.escalate < hard.escalate <= 1.0
+    assert hard.label == "weak_fails" and set(hard.scores) == {"weak_fails", "weak_ok"}
