@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.artifact import KINDS
+from classifiers.train import DEFAULT_KIND
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,7 +24,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
         "--label-field's labels (e.g. domain); each fine label must belong to one label.",
     )
     train.add_argument("--oos-label", help="Label value meaning out of scope.")
-    train.add_argument("--kind", default="tfidf", choices=KINDS)
+    train.add_argument(
+        "--kind",
+        choices=KINDS,
+        help="Default by measurement (docs/bench/classifiers.md): "
+        + ", ".join(f"{k} for task {t}" for t, k in DEFAULT_KIND.items()),
+    )
     train.add_argument("--task", default="labels", choices=("labels", "escalation"))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--params", default="{}", help="JSON object of kind hyper-parameters.")
@@ -66,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
         val=args.val,
         text_field=args.text_field,
         oos_label=args.oos_label,
-        kind=args.kind,
+        kind=args.kind or DEFAULT_KIND[args.task],
         task=args.task,
         seed=args.seed,
         params=params,

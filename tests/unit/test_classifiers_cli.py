@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from classifiers.cli import add_subcommands, main
-from tests.unit.test_classifiers_helpers import make_escalation_rows, make_rows, write_jsonl
+from tests.unit.test_classifiers_helpers import (
+    make_escalation_rows,
+    make_rows,
+    tiny_encoder,
+    write_jsonl,
+)
 
 
 def test_subcommands_mount_on_a_foreign_parser() -> None:
@@ -131,3 +136,17 @@ def test_escalation_train_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_labels_task_requires_label_field(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", make_rows(3, seed=0))
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+
+
+def test_train_without_kind_uses_the_default_per_task(tmp_path: Path) -> None:
+    encoder = tiny_encoder(tmp_path / "enc")
+    data = write_jsonl(tmp_path / "d.jsonl", make_rows(8, seed=0, oos=4))
+    labels, esc = tmp_path / "labels", tmp_path / "esc"
+    params = json.dumps({"encoder": encoder})
+    argv = ["train", "--data", str(data), "--label-field", "domain", "--params", params]
+    assert main([*argv, "--out", str(labels)]) == 0
+    assert json.loads((labels / "metadata.json").read_text())["kind"] == "embedding"
+    esc_data = write_jsonl(tmp_path / "e.jsonl", make_escalation_rows(60, seed=1))
+    assert main(["train", "--data", str(esc_data), "--task", "escalation", "--out", str(esc)]) == 0
+    stored = json.loads((esc / "metadata.json").read_text())
+    assert stored["kind"] == "tfidf" and stored["params"]["target"] == "strong_wins"

@@ -130,7 +130,9 @@ def test_escalation_artifact_scores_hard_prompts_higher(tmp_path: Path) -> None:
 
 def test_factory_loads_artifact_with_escalation(data: tuple[Path, Path], tmp_path: Path) -> None:
     train, val = data
-    train_artifact(train, tmp_path / "dom", label_field="domain", val=val, oos_label="oos")
+    train_artifact(
+        train, tmp_path / "dom", label_field="domain", val=val, oos_label="oos", kind="tfidf"
+    )
     esc_data = write_jsonl(tmp_path / "e.jsonl", make_escalation_rows(80, seed=0))
     train_artifact(esc_data, tmp_path / "esc", task="escalation")
     spec = ClassifierSpec(kind="tfidf", path="dom", escalation_path="esc", oos_threshold=0.99)
@@ -150,7 +152,9 @@ def test_factory_loads_artifact_with_escalation(data: tuple[Path, Path], tmp_pat
 def test_escalation_target_strong_wins_changes_the_labels(tmp_path: Path) -> None:
     rows = make_escalation_rows(120, seed=4)
     data = write_jsonl(tmp_path / "t.jsonl", rows)
-    a = train_artifact(data, tmp_path / "a", task="escalation", seed=0)
+    a = train_artifact(
+        data, tmp_path / "a", task="escalation", seed=0, params={"target": "weak_fails"}
+    )
     b = train_artifact(
         data, tmp_path / "b", task="escalation", seed=0, params={"target": "strong_wins"}
     )
