@@ -102,11 +102,18 @@ def evaluate_point(
     threshold = calibrate_threshold(
         probs[calib], classes, [gold[i] for i in calib], oos, {"oos_weight": weight}
     )
-    in_p, labels, mass = in_scope_view(probs[report], classes, oos)
-    flagged = oos_mask(in_p, mass, threshold)
-    pred = np.where(flagged, oos, np.asarray(labels, dtype=object)[in_p.argmax(1)]).tolist()
+
+    def predict(rows: list[int]) -> list[str]:
+        in_p, labels, mass = in_scope_view(probs[rows], classes, oos)
+        flagged = oos_mask(in_p, mass, threshold)
+        return np.where(flagged, oos, np.asarray(labels, dtype=object)[in_p.argmax(1)]).tolist()
+
+    pred = predict(report)
     m = label_metrics([gold[i] for i in report], pred, oos, top=5)
-    return {"threshold": threshold, "pred": pred, **m.to_dict()}
+    # Kinds are compared on the calibration half; the report half is only ever reported.
+    c = label_metrics([gold[i] for i in calib], predict(calib), oos)
+    selection = {"calib_in_scope_accuracy": c.in_scope_accuracy, "calib_oos_recall": c.oos_recall}
+    return {"threshold": threshold, "pred": pred, **selection, **m.to_dict()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +139,7 @@ def summarize(
     val: list[dict[str, Any]], calib: list[int], report: list[int], cache: Path, args: Any
 ) -> dict[str, Any]:
     domain_of = {r["intent"]: r["domain"] for r in val}
-    results: dict[str, Any] = {"intent": {}, "domain": {}}
+    results: dict[str, Any] = {"intent": {}, "domain": {}, "routing": {}}
     for target, oos in (("intent", "oos"), ("domain", "out_of_scope")):
         gold = [r[target] for r in val]
         runs = {
@@ -155,20 +162,38 @@ def summarize(
                         dom_gold = [val[i]["domain"] for i in report]
                         dm = label_metrics(dom_gold, dom_pred, "out_of_scope", top=3).to_dict()
                         results["domain"][f"via-intent {name}"] = dm
+                        results["routing"][f"via-intent {name}"] = routing_accuracy(
+                            dom_gold, dom_pred
+                        )
     return results
+
+
+def routing_accuracy(gold: list[str], pred: list[str]) -> dict[str, float]:
+    """What `policy simulate` reports, on the report half's own mix (30:1 in-scope:OOS) and
+    re-weighted to the test split's (4,500 in-scope : 1,000 OOS)."""
+    g, p = np.asarray(gold, dtype=object), np.asarray(pred, dtype=object)
+    oos = g == "out_of_scope"
+    acc, rec = float((g == p)[~oos].mean()), float((p == "out_of_scope")[oos].mean())
+    return {"val_mix": float((g == p).mean()), "test_mix": (4500 * acc + 1000 * rec) / 5500}
 
 
 def print_table(results: dict[str, Any]) -> None:
     for target in ("intent", "domain"):
         print(f"\n{target}s (report half of val)")
-        print(f"{'model':42s} {'in-acc':>7s} {'oos-rec':>7s} {'oos-prec':>8s} {'mF1':>6s}")
+        head = f"{'model':42s} {'in-acc':>7s} {'oos-rec':>7s} {'oos-prec':>8s} {'mF1':>6s}"
+        print(head + f" {'calib in-acc':>12s} {'calib oos':>9s}")
         for name, m in results[target].items():
             rec = m["oos_recall"] or 0.0
             prec = m["oos_precision"] or 0.0
+            c_acc, c_rec = m.get("calib_in_scope_accuracy"), m.get("calib_oos_recall")
+            calib = "" if c_acc is None else f" {100 * c_acc:12.2f} {100 * (c_rec or 0):9.2f}"
             print(
                 f"{name:42s} {100 * m['in_scope_accuracy']:7.2f} {100 * rec:7.2f} "
-                f"{100 * prec:8.2f} {100 * m['macro_f1']:6.2f}"
+                f"{100 * prec:8.2f} {100 * m['macro_f1']:6.2f}" + calib
             )
+    print("\nrouting accuracy, domains via intents (report half; re-weighted to test's OOS mix)")
+    for name, r in results["routing"].items():
+        print(f"{name:42s} {r['val_mix']:.4f} {r['test_mix']:.4f}")
     print(
         "\nLarson et al. 2019 (test): " + "; ".join(f"{k} {a}/{r}" for k, (a, r) in LARSON.items())
     )

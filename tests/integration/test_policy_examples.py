@@ -26,7 +26,8 @@ def clinc_artifact() -> Path:
         pytest.skip(f"{TRAIN.parent} absent (shared data not mounted)")
     if not (ARTIFACT / "metadata.json").exists():
         recipe = ["classifier", "train", "--data", str(TRAIN), "--val", str(VAL)]
-        recipe += ["--label-field", "domain", "--oos-label", "out_of_scope", "--out", str(ARTIFACT)]
+        recipe += ["--label-field", "domain", "--fine-label-field", "intent"]
+        recipe += ["--oos-label", "out_of_scope", "--out", str(ARTIFACT)]
         assert main(recipe) == 0
     return ARTIFACT
 
