@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.artifact import escalation_scores, outcome
 from classifiers.encoder import shared_encoder
 from classifiers.metrics import routing_metrics
 from classifiers.text import read_jsonl, sha256_json
@@ -41,6 +42,8 @@ def split(rows: list[dict[str, Any]], frac: float, seed: int) -> tuple[list[int]
 
 
 def targets(rows: list[dict[str, Any]], how: str) -> list[str]:
+    if how == "gain":  # four outcomes; the score is P(strong only) - P(weak only)
+        return [outcome(bool(r["weak_correct"]), bool(r["strong_correct"])) for r in rows]
     if how == "weak_fails":
         return ["weak_fails" if not r["weak_correct"] else "weak_ok" for r in rows]
     # "strong_wins": only prompts where escalating changes the outcome for the better.
@@ -72,7 +75,7 @@ def fit_score(
     model = kind_module(kind).fit(
         [r["text"] for r in tr], targets(tr, how), seed=args.seed, params=params, progress=False
     )
-    return model.predict_proba([r["text"] for r in te])[:, model.classes.index("weak_fails")]
+    return escalation_scores(model.predict_proba([r["text"] for r in te]), model.classes)
 
 
 def evaluate_dataset(name: str, rows: list[dict[str, Any]], args: Any) -> dict[str, Any]:
@@ -85,7 +88,7 @@ def evaluate_dataset(name: str, rows: list[dict[str, Any]], args: Any) -> dict[s
     oracle = [0.0 if r["weak_correct"] else (1.0 if r["strong_correct"] else 0.5) for r in te]
     out["oracle"] = routing_metrics(oracle, weak, strong).to_dict()
     scores: dict[str, np.ndarray] = {}
-    for how in ("weak_fails", "strong_wins"):
+    for how in args.targets:
         for kind in args.kinds:
             t0 = time.perf_counter()
             scores[f"{kind}/{how}"] = fit_score(kind, tr, te, how, args)
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--kinds", nargs="+", default=["tfidf", "embedding"])
     parser.add_argument("--datasets", nargs="+", default=["routellm_mmlu", "routellm_gsm8k"])
+    parser.add_argument("--targets", nargs="+", default=["weak_fails", "strong_wins", "gain"])
     parser.add_argument("--test-frac", type=float, default=0.25)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--C", type=float, default=1.0)
