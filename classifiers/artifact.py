@@ -78,6 +78,9 @@ class ArtifactMetadata(BaseModel):
         None, description="Trained on this finer label; probabilities summed into `labels`."
     )
     fine_to_label: dict[str, str] | None = None
+    group_field: str | None = Field(
+        None, description="Escalation calibrated per group (classifiers.group_prior)."
+    )
 
 
 class ProbModel(Protocol):
@@ -171,6 +174,10 @@ def write_metadata(directory: Path, meta: ArtifactMetadata) -> None:
 
 
 def load_model(directory: Path, meta: ArtifactMetadata) -> ProbModel:
+    if meta.group_field:
+        from classifiers import group_prior
+
+        return group_prior.load(Path(directory))
     if meta.fine_to_label:
         from classifiers.grouped import FINE_DIR, GroupedModel
 

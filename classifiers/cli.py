@@ -25,6 +25,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     )
     train.add_argument("--oos-label", help="Label value meaning out of scope.")
     train.add_argument(
+        "--group-field",
+        help="Escalation: calibrate per group (e.g. subject): a second model learns the group "
+        "from the text and the score blends in that group's observed outcomes.",
+    )
+    train.add_argument(
         "--kind",
         choices=KINDS,
         help="Default by measurement (docs/bench/classifiers.md): "
@@ -78,6 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         params=params,
         progress=True,
         fine_label_field=args.fine_label_field,
+        group_field=args.group_field,
     )
     print(
         json.dumps({"out": str(args.out), "version": meta.version, "validation": meta.validation})

@@ -110,6 +110,7 @@ class ExamplesClassifier(Classifier):
             metadata={
                 "labels": list(self._labels),
                 "encoder": self._encoder.name,
+                "backend": self._encoder.backend,
                 "quantized": self._encoder.quantize,
                 "temperature": self.temperature,
                 "sim_threshold": self.sim_threshold,

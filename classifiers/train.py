@@ -46,6 +46,7 @@ class Dataset:
     weak: list[bool] | None = None
     strong: list[bool] | None = None
     fine: list[str] | None = None  # a finer label to train on (see classifiers.grouped)
+    group: list[str] | None = None  # escalation: a group to calibrate by (classifiers.group_prior)
 
 
 def rows_to_dataset(
@@ -56,8 +57,15 @@ def rows_to_dataset(
     text_field: str = "text",
     escalation_target: str = "weak_fails",
     fine_label_field: str | None = None,
+    group_field: str | None = None,
 ) -> Dataset:
     texts = [str(r.get(text_field, "")) for r in rows]
+    group = None
+    if group_field:
+        absent = [i for i, r in enumerate(rows) if group_field not in r]
+        if absent:
+            raise ValueError(f"row {absent[0] + 1} has no field {group_field!r}")
+        group = [str(r[group_field]) for r in rows]
     if task == "escalation":
         missing = [
             i for i, r in enumerate(rows) if "weak_correct" not in r or "strong_correct" not in r
@@ -77,7 +85,7 @@ def rows_to_dataset(
             ]
         else:
             labels = [WEAK_OK if w else ESCALATE for w in weak]
-        return Dataset(texts, labels, weak, strong)
+        return Dataset(texts, labels, weak, strong, group=group)
     if not label_field:
         raise ValueError("--label-field is required for task 'labels'")
     for field in (label_field, fine_label_field):
@@ -114,6 +122,7 @@ def _subset(ds: Dataset, idx: np.ndarray) -> Dataset:
         pick(ds.weak),
         pick(ds.strong),
         pick(ds.fine),
+        pick(ds.group),
     )
 
 
@@ -262,6 +271,18 @@ def fit_model(
 ) -> ProbModel:
     """KIND fitted on TRAIN's labels, or on its fine labels and summed into the labels."""
     module = kind_module(kind)
+    if train.group is not None:
+        from classifiers import group_prior
+
+        return group_prior.fit(
+            train.texts,
+            train.labels,
+            train.group,
+            kind=kind,
+            seed=seed,
+            params=params,
+            progress=progress,
+        )
     if train.fine is None:
         fitted: ProbModel = module.fit(
             train.texts, train.labels, seed=seed, params=params, progress=progress
@@ -306,6 +327,7 @@ def train_artifact(
     holdout: float = 0.1,
     progress: bool = False,
     fine_label_field: str | None = None,
+    group_field: str | None = None,
 ) -> ArtifactMetadata:
     """Train on DATA (JSONL), calibrate on VAL (or a seeded holdout of DATA), write OUT."""
     params = dict(params or {})
@@ -327,6 +349,7 @@ def train_artifact(
             text_field=text_field,
             escalation_target=target,
             fine_label_field=fine_label_field,
+            group_field=group_field if task == "escalation" else None,
         )
 
     train_ds = read(data)
@@ -347,12 +370,14 @@ def train_artifact(
         "label_field": label_field,
         "oos_label": oos_label,
         "fine_label_field": fine_label_field,
+        "group_field": group_field,
     }
     base_meta = {
         "version": sha256_json(identity)[:12],
         "text_field": text_field,
         "label_field": label_field,
         "fine_label_field": fine_label_field,
+        "group_field": group_field if task == "escalation" else None,
         "data_sha256": data_sha,
         "val_sha256": val_sha,
     }

@@ -124,6 +124,11 @@ def fit(
 
 def load(directory: Path, meta: Any = None) -> FinetunedModel:
     config = json.loads((directory / CONFIG_FILE).read_text())
+    if not (directory / HEAD_FILE).is_file():
+        raise ValueError(
+            f"{directory} is a finetuned artifact from before the encoder backends "
+            f"(no {HEAD_FILE}): retrain it with `slm-router classifier train --kind finetuned`"
+        )
     head = np.load(directory / HEAD_FILE)
     encoder = _serving_encoder(directory / ENCODER_DIR, config)
     return FinetunedModel(
