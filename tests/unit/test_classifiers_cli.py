@@ -149,4 +149,4 @@ def test_train_without_kind_uses_the_default_per_task(tmp_path: Path) -> None:
     esc_data = write_jsonl(tmp_path / "e.jsonl", make_escalation_rows(60, seed=1))
     assert main(["train", "--data", str(esc_data), "--task", "escalation", "--out", str(esc)]) == 0
     stored = json.loads((esc / "metadata.json").read_text())
-    assert stored["kind"] == "tfidf" and stored["params"]["target"] == "strong_wins"
+    assert stored["kind"] == "tfidf" and stored["params"]["target"] == "gain"
