@@ -22,7 +22,9 @@ _BUILD_LOCK = threading.Lock()
 
 
 def cache_root() -> Path:
-    """`$SLM_ROUTER_CACHE`, else `$XDG_CACHE_HOME/slm-router`, else `~/.cache/slm-router`."""
+    """`$SLM_ROUTER_CACHE`, else `$XDG_CACHE_HOME/slm-router`, else `~/.cache/slm-router`.
+
+    The same rule as experts.gguf.cache_root: leaves may not import each other."""
     explicit = os.environ.get("SLM_ROUTER_CACHE")
     if explicit:
         return Path(explicit)

@@ -183,30 +183,23 @@ def test_group_field_blends_the_groups_outcomes(tmp_path: Path) -> None:
     for r in rows:  # the group is what the prompt is about: math prompts are the hard ones
         r["subject"] = "algebra" if "integral" in r["text"] or "proof" in r["text"] else "cooking"
     data = write_jsonl(tmp_path / "t.jsonl", rows)
-    meta = train_artifact(
-        data,
-        tmp_path / "gp",
-        task="escalation",
-        kind="tfidf",
-        group_field="subject",
-        params={"target": "gain", "group_weight": 0.5},
-    )
+
+    def train(name: str, weight: float) -> Any:
+        params = {"target": "gain", "group_weight": weight}
+        return train_artifact(
+            data, tmp_path / name, task="escalation", kind="tfidf", group_field="subject",
+            params=params,
+        )  # fmt: skip
+
+    meta = train("gp", 0.5)
     assert meta.group_field == "subject"
     assert (tmp_path / "gp" / "group_prior.json").is_file()
-    clf = load_artifact(tmp_path / "gp")
-    hard, easy = clf.classify(["integral derivative proof", "bake garlic sauce"])
+    hard, easy = load_artifact(tmp_path / "gp").classify(
+        ["integral derivative proof", "bake sauce"]
+    )
     assert hard.escalate is not None and easy.escalate is not None
     assert easy.escalate < hard.escalate
     # Weight 1 is the prompt model alone: the group term really changes the scores.
-    alone = train_artifact(
-        data,
-        tmp_path / "alone",
-        task="escalation",
-        kind="tfidf",
-        group_field="subject",
-        params={"target": "gain", "group_weight": 1.0},
-    )
-    assert alone.version != meta.version
-    assert load_artifact(tmp_path / "alone").classify(["bake garlic sauce"])[0].escalate != (
-        easy.escalate
-    )
+    assert train("alone", 1.0).version != meta.version
+    alone = load_artifact(tmp_path / "alone").classify(["bake sauce"])[0]
+    assert alone.escalate != easy.escalate
