@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from classifiers.base import ArtifactInfo, Classification, Classifier
+from classifiers.registry import KINDS, ProbModel, kind_module
 from classifiers.scoring import in_scope_view, make_classifications, oos_mask
+
+__all__ = ["KINDS", "ArtifactMetadata", "ProbModel", "TrainedClassifier", "kind_module"]
 
 METADATA = "metadata.json"
 FORMAT = 1
 ESCALATE = "weak_fails"
 WEAK_OK = "weak_ok"
-KINDS = ("tfidf", "embedding", "finetuned", "ensemble")
 # target "gain": the four outcomes of (weak, strong); escalating pays P(strong only) and
 # costs P(weak only), so the score ranks by the expected gain of escalating.
 STRONG_ONLY, WEAK_ONLY = "strong_only", "weak_only"
@@ -83,16 +84,6 @@ class ArtifactMetadata(BaseModel):
     )
 
 
-class ProbModel(Protocol):
-    """What each kind's module provides: probabilities over `classes`, saved to a folder."""
-
-    classes: list[str]
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def save(self, directory: Path) -> None: ...
-
-
 def library_versions() -> dict[str, str]:
     out = {}
     for name in ("slm-router", "scikit-learn", "numpy", "torch", "transformers"):
@@ -105,13 +96,6 @@ def library_versions() -> dict[str, str]:
 
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
-def kind_module(kind: str) -> Any:
-    """Lazy registry: a kind's heavy imports happen only when that kind is used."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown artifact kind {kind!r}; expected one of {KINDS}")
-    return importlib.import_module(f"classifiers.kinds.{kind}")
 
 
 class TrainedClassifier(Classifier):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.artifact import ProbModel, kind_module
+from classifiers.registry import ProbModel, kind_module
 
 CONFIG_FILE = "group_prior.json"
 PROMPT_DIR, GROUP_DIR = "prompt", "group"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifiers.artifact import ProbModel
+from classifiers.registry import ProbModel
 
 FINE_DIR = "fine"
 

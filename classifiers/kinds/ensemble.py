@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.artifact import ProbModel, kind_module
+from classifiers.registry import ProbModel, kind_module
 
 CONFIG_FILE = "ensemble.json"
 DEFAULT_MEMBERS = ("tfidf", "embedding")

@@ -9,6 +9,10 @@ from typing import Any
 
 import numpy as np
 
+# Logits = SCALE * cosine-like score: a unit-norm feature needs a large scale to reach
+# confident probabilities; 20 is the usual choice for normalised softmax heads.
+SCALE = 20.0
+
 
 class Trainer:
     def __init__(self, encoder_dir: str, n_classes: int, seed: int, params: dict[str, Any]) -> None:
@@ -111,8 +115,6 @@ class Trainer:
 
     def run(self, texts: list[str], y: list[int], *, checkpoint: Path, progress: bool) -> None:
         import torch
-
-        from classifiers.kinds.finetuned import SCALE
 
         trainable = [p for p in self.encoder.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(

@@ -30,9 +30,6 @@ CONFIG_FILE = "finetuned.json"
 HEAD_FILE = "head.npz"
 ENCODER_DIR = "encoder"
 CHECKPOINT = "checkpoint.pt"
-# Logits = SCALE * cosine-like score: a unit-norm feature needs a large scale to reach
-# confident probabilities; 20 is the usual choice for normalised softmax heads.
-SCALE = 20.0
 
 
 class FinetunedModel:
@@ -99,7 +96,7 @@ def fit(
 ) -> FinetunedModel:
     import torch
 
-    from classifiers.kinds.finetune_loop import Trainer
+    from classifiers.kinds.finetune_loop import SCALE, Trainer
 
     classes = sorted(set(labels))
     work = work_dir(texts, labels, seed, params)
