@@ -7,6 +7,7 @@ The loader (policies.loader), cross-checks (policies.checks) and simulation help
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.engine import decide
 from policies.errors import (
+    MissingCapability,
     ModelNotAllowed,
     ModelNotFound,
     NoAllowedExpert,
@@ -32,6 +33,7 @@ __all__ = [
     "CompiledPolicy",
     "EscalationTier",
     "ExpertStats",
+    "MissingCapability",
     "ModelNotAllowed",
     "ModelNotFound",
     "NoAllowedExpert",

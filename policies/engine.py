@@ -12,9 +12,11 @@ Rules run in this order (policies/README.md explains each and why the order is w
                downgraded: an over-budget team does not escalate to a dearer model)
  7. split      A/B arms for the domain's first choice, sticky per user
  8. team_filter experts the team may not use leave the chain
- 9. skip       experts unhealthy, with a full queue or with live p95 over their SLO leave the
+ 9. capable    experts lacking what the request needs (tools, json_schema, ...) leave the
+               chain; none left -> the first capable expert of the file, or 400 naming it
+10. skip       experts unhealthy, with a full queue or with live p95 over their SLO leave the
                chain; if none is left the fallback stays (never an empty chain)
-10. shadow     a discarded copy to a candidate for `percent` % of requests (per request id)
+11. shadow     a discarded copy to a candidate for `percent` % of requests (per request id)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.bucket import bucket
+from policies.capable import Capabilities, missing, refuse_pin, restrict
 from policies.compiled import CompiledPolicy
 from policies.errors import ModelNotAllowed, ModelNotFound, NoAllowedExpert, PinningNotAllowed
 from policies.issues import did_you_mean
@@ -83,32 +86,30 @@ def decide(
     scores: Scores,
     ctx: RequestContext,
     stats: Mapping[str, ExpertStats] | None = None,
+    capabilities: Capabilities | None = None,
 ) -> RoutePlan:
     """Turn one classified request into a plan. Raises a PolicyError for refused pins.
 
     Pass a CompiledPolicy (built once per load with the deployment's experts) so pinned names
     are checked and SLOs known; a plain RoutingPolicy is compiled once and cached, without
     either (unknown pins pass: the caller checks them; p95 is never over an unknown SLO,
-    but unhealthy experts and full queues are still skipped)."""
+    but unhealthy experts and full queues are still skipped). `capabilities` (expert -> what
+    it can do, in the file's order) with `ctx.needs` filters the chain (rule 9)."""
     cp = policy if isinstance(policy, CompiledPolicy) else _compiled_for(policy)
     live: Mapping[str, ExpertStats] = stats or {}
     team = cp.policy.teams.get(ctx.team) if ctx.team else None
     notes = _Notes()
-    pinned = _pin(cp, team, scores, ctx, notes)
+    caps: Capabilities = capabilities or {}
+    pinned = _pin(cp, team, scores, ctx, notes, caps)
     if pinned is not None:
         return pinned
-    base = _override(cp, ctx, notes) or _domain(cp, team, ctx, scores, notes)
-    chain = base.chain
-    downgraded = False
-    if not base.from_override:
-        chain, downgraded = _budget(cp, base, ctx, chain, notes)
-    if base.from_domain and not downgraded:
-        chain = _escalate(base, scores, chain, notes)
-    if base.from_domain:
-        chain = _split(cp, base, ctx, chain, notes)
-    chain = _team_filter(team, ctx, chain, notes)
+    if ctx.is_chat:
+        chain = _chat_chain(cp, team, scores, ctx, notes)
+        chain = _capable(cp, team, ctx, chain, caps, notes)
+    else:  # embeddings: the domain routes are chat experts; the pool of capable ones decides
+        chain = _capable(cp, team, ctx, [], caps, notes)
     chain, skipped = _skip_slow(cp, live, chain, notes)
-    shadow = _shadow(cp, team, scores, ctx, live, chain[0], notes)
+    shadow = _shadow(cp, team, scores, ctx, live, chain[0], notes, caps)
     return RoutePlan(
         expert=chain[0],
         fallbacks=tuple(chain[1:]),
@@ -121,12 +122,33 @@ def decide(
     )
 
 
+def _chat_chain(
+    cp: CompiledPolicy,
+    team: TeamPolicy | None,
+    scores: Scores,
+    ctx: RequestContext,
+    notes: _Notes,
+) -> list[str]:
+    """Rules 2-8: override or domain, then budget, escalation, split and the team filter."""
+    base = _override(cp, ctx, notes) or _domain(cp, team, ctx, scores, notes)
+    chain = base.chain
+    downgraded = False
+    if not base.from_override:
+        chain, downgraded = _budget(cp, base, ctx, chain, notes)
+    if base.from_domain and not downgraded:
+        chain = _escalate(base, scores, chain, notes)
+    if base.from_domain:
+        chain = _split(cp, base, ctx, chain, notes)
+    return _team_filter(team, ctx, chain, notes)
+
+
 def _pin(
     cp: CompiledPolicy,
     team: TeamPolicy | None,
     scores: Scores,
     ctx: RequestContext,
     notes: _Notes,
+    caps: Capabilities,
 ) -> RoutePlan | None:
     name = ctx.pinned_model
     if name is None or name in AUTO_MODELS:
@@ -151,6 +173,9 @@ def _pin(
         raise ModelNotAllowed(
             f"The model '{name}' is not allowed for team '{ctx.team}'.", param="model"
         )
+    lacks = missing(name, ctx.needs, caps)
+    if lacks:
+        raise refuse_pin(name, lacks)
     return RoutePlan(
         expert=name,
         fallbacks=(),
@@ -283,6 +308,24 @@ def _team_filter(
     return kept
 
 
+def _capable(
+    cp: CompiledPolicy,
+    team: TeamPolicy | None,
+    ctx: RequestContext,
+    chain: list[str],
+    caps: Capabilities,
+    notes: _Notes,
+) -> list[str]:
+    if not ctx.needs or not caps:
+        return chain
+    reject = ctx.is_chat and cp.policy.on_missing_capability == "reject"
+    allowed = team.allowed_experts if team is not None else None
+    kept, fired = restrict(chain, ctx.needs, caps, allowed=allowed, reject=reject)
+    for rule, reason in fired:
+        notes.add(rule, reason)
+    return kept
+
+
 def _why_skip(cp: CompiledPolicy, name: str, s: ExpertStats) -> str | None:
     if not s.healthy:
         return "unhealthy"
@@ -330,7 +373,10 @@ def _shadow(
     live: Mapping[str, ExpertStats],
     serving: str,
     notes: _Notes,
+    caps: Capabilities,
 ) -> str | None:
+    if not ctx.is_chat:
+        return None
     key = ctx.request_id or ctx.user or ctx.text
     for sh in cp.policy.shadow:
         if sh.domains is not None and (scores.out_of_scope or scores.label not in sh.domains):
@@ -346,6 +392,8 @@ def _shadow(
             continue
         s = live.get(sh.expert, _HEALTHY)
         if not s.healthy or s.queue_full:  # don't pile discarded work on a struggling expert
+            continue
+        if missing(sh.expert, ctx.needs, caps):  # a copy it cannot serve would only fail
             continue
         if bucket("shadow", sh.expert, key) < sh.percent / 100:
             notes.add(f"shadow:{sh.expert}", f"shadow copy ({sh.percent:g}%) -> {sh.expert}")

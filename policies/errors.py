@@ -53,6 +53,19 @@ class NoAllowedExpert(PolicyError):
     code = "no_allowed_expert"
 
 
+class MissingCapability(PolicyError):
+    """The request needs what no expert it may use can do (tools, a JSON schema, images, ...),
+    or what the pinned expert cannot do: a 400 naming it, never a silent downgrade."""
+
+    code = "unsupported_capability"
+
+    def __init__(
+        self, message: str, *, missing: Sequence[str] = (), param: str | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        self.missing = tuple(missing)
+
+
 class PolicyInvalid(PolicyError):
     """A policy document failed to load: YAML syntax, schema or cross-checks."""
 

@@ -108,6 +108,12 @@ class RoutingPolicy(_Strict):
     shadow: list[Shadow] = Field(default_factory=list)
     budget_downgrade: BudgetDowngrade | None = None
     skip_slow_experts: bool = True
+    on_missing_capability: Literal["any_capable", "reject"] = Field(
+        "any_capable",
+        description="A request needing what no expert of its chain can do (tools, "
+        "json_schema, logprobs, images): any_capable sends it to the first expert of the file "
+        "that can (and the team may use); reject answers 400 naming the missing capability.",
+    )
 
     def route_for(self, domain: str) -> Route | None:
         return next((r for r in self.routes if r.domain == domain), None)

@@ -24,6 +24,14 @@ class RequestContext:
     user: str | None = None
     request_id: str = ""
     budget_used_fraction: float | None = None  # of the team's budget, when it has one
+    # Capabilities the request needs ("chat", "tools", "json_schema", ..., or "embeddings");
+    # empty: not known, nothing is filtered (policies/capable.py).
+    needs: frozenset[str] = frozenset()
+
+    @property
+    def is_chat(self) -> bool:
+        """A chat request (the classifier's domain routes apply), not e.g. embeddings."""
+        return not self.needs or "chat" in self.needs
 
 
 @dataclass(frozen=True)
