@@ -27,7 +27,8 @@ def clinc_artifact() -> Path:
     if not (ARTIFACT / "metadata.json").exists():
         recipe = ["classifier", "train", "--data", str(TRAIN), "--val", str(VAL)]
         recipe += ["--label-field", "domain", "--fine-label-field", "intent"]
-        recipe += ["--oos-label", "out_of_scope", "--out", str(ARTIFACT)]
+        recipe += ["--oos-label", "out_of_scope", "--params", '{"oos_weight": 0.22}']
+        recipe += ["--out", str(ARTIFACT)]
         assert main(recipe) == 0
     return ARTIFACT
 
