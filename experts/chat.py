@@ -25,7 +25,7 @@ def has_chat_template(tokenizer: Any) -> bool:
 
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     """The text the model continues: the tokenizer's own template, else ChatML."""
-    dicts = [{"role": m.role, "content": m.content} for m in messages]
+    dicts = [{"role": m.role, "content": m.text} for m in messages]
     template = None if has_chat_template(tokenizer) else FALLBACK_CHAT_TEMPLATE
     text = tokenizer.apply_chat_template(
         dicts, chat_template=template, tokenize=False, add_generation_prompt=True

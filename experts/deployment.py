@@ -6,7 +6,16 @@ from collections.abc import AsyncIterator, Sequence
 
 from ray import serve
 
-from experts.base import Completion, GenerationParams, Message, ModelInfo, StreamChunk
+from experts.base import (
+    Completion,
+    EmbeddingParams,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ModelInfo,
+    StreamChunk,
+)
+from experts.capabilities import Capabilities
 from experts.spec import ExpertSpec
 
 
@@ -32,8 +41,16 @@ class ExpertDeployment:
         async for chunk in self.backend.stream(messages, params):
             yield chunk
 
+    async def embed(
+        self, texts: Sequence[str], params: EmbeddingParams | None = None
+    ) -> Embeddings:
+        return await self.backend.embed(texts, params)
+
     def info(self) -> ModelInfo:
         return self.backend.info()
+
+    def capabilities(self) -> Capabilities:
+        return self.backend.capabilities()
 
     async def health(self) -> bool:
         return await self.backend.health()

@@ -56,3 +56,25 @@ class InvalidGenerationRequest(ExpertError):
     error_type = "invalid_request_error"
     code = "invalid_parameter"
     retryable = False
+
+
+class UnsupportedCapability(ExpertError):
+    """The request needs something this expert cannot do (tools, a JSON schema, images, ...).
+
+    Retryable: another expert in the chain may have the capability. The router normally filters
+    the chain by capabilities first, so this is the backend's own guard against a silent
+    downgrade."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "unsupported_capability"
+
+
+class UpstreamStreamError(ExpertError):
+    """The upstream reported an error inside its stream (an SSE `{"error": ...}` event) or the
+    stream broke off. Raised before the first chunk it lets the router fall back; after it, the
+    router ends the client's stream with an error event and records an error."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code = "upstream_stream_error"

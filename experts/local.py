@@ -181,7 +181,7 @@ class LocalBackend(Backend):
             name,
             loaded.model,
             loaded.tokenizer,
-            context_window=spec.context_window,
+            context_window=spec.effective_context_window,
             max_batch_size=spec.max_batch_size,
             batch_wait_ms=spec.batch_wait_ms,
             model_label=model_label or loaded.source,

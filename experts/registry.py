@@ -20,9 +20,12 @@ Factory = Callable[[str, ExpertSpec], Backend]
 # kind -> "module:attribute" of a factory, resolved lazily.
 _BUILTIN: dict[str, str] = {
     "local": "experts.local:LocalBackend.from_spec",
-    "remote": "experts.remote:build_remote",
+    "remote": "experts.registry:_build_remote",
     "fake": "experts.registry:_build_fake",
     "lora": "experts.lora:build_single_adapter",
+    "local-embedding": "experts.embeddings:LocalEmbeddingBackend.from_spec",
+    "remote-embedding": "experts.embeddings:RemoteEmbeddingBackend.from_spec",
+    "fake-embedding": "experts.embeddings:FakeEmbeddingBackend.from_spec",
 }
 _registered: dict[str, Factory] = {}
 
@@ -33,15 +36,22 @@ def register_backend(kind: str, factory: Factory) -> None:
 
 
 def backend_kind(spec: ExpertSpec) -> str:
-    """The registry key for a spec: a local spec with an adapter goes to 'lora'."""
+    """The registry key for a spec: a local spec with an adapter goes to 'lora', an embedding
+    expert to '<backend>-embedding'."""
+    if spec.kind == "embedding":
+        return f"{spec.backend}-embedding"
     if spec.backend == "local" and spec.adapter:
         return "lora"
     return spec.backend
 
 
 def build_backend(name: str, spec: ExpertSpec) -> Backend:
-    """Construct the backend for expert `name` (blocking: local models load here)."""
-    return _factory(backend_kind(spec))(name, spec)
+    """Construct the backend for expert `name` (blocking: local models load here), with the
+    YAML's capability overrides applied (Backend.capabilities())."""
+    backend = _factory(backend_kind(spec))(name, spec)
+    if spec.capabilities is not None:
+        backend.capability_overrides = spec.capabilities.overrides()
+    return backend
 
 
 def _factory(kind: str) -> Factory:
@@ -58,6 +68,18 @@ def _factory(kind: str) -> Factory:
     return factory
 
 
+def _build_remote(name: str, spec: ExpertSpec) -> Backend:
+    """litellm (default: any provider) or the direct httpx client (`client: httpx`)."""
+    if spec.client == "httpx":
+        from experts.openai_http import OpenAIHTTPBackend
+
+        return OpenAIHTTPBackend.from_spec(name, spec)
+    from experts.remote import RemoteBackend, import_litellm
+
+    import_litellm()  # seconds: pay them at start-up, not inside the first request
+    return RemoteBackend.from_spec(name, spec)
+
+
 def _build_fake(name: str, spec: ExpertSpec) -> Backend:
     from experts.fake import FakeBackend
 
@@ -66,5 +88,5 @@ def _build_fake(name: str, spec: ExpertSpec) -> Backend:
         reply=spec.reply,
         delay_ms=spec.delay_ms,
         fail=spec.fail,
-        context_window=spec.context_window or 4096,
+        context_window=spec.effective_context_window or 4096,
     )

@@ -43,8 +43,32 @@ class PriceSpec(_Strict):
     per_replica_hour: float = Field(0.0, ge=0)
 
 
+class CapabilitySpec(_Strict):
+    """`capabilities:` overrides what the backend derives (experts/capabilities.py); every field
+    is optional and an absent one keeps the derived value."""
+
+    chat: bool | None = None
+    tools: bool | None = None
+    json_object: bool | None = None
+    json_schema: bool | None = None
+    logprobs: bool | None = None
+    vision: bool | None = None
+    embeddings: bool | None = None
+    context_window: int | None = Field(None, gt=0)
+
+    def overrides(self) -> dict[str, bool | int]:
+        """The fields the YAML set, for Capabilities.with_overrides."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class ExpertSpec(_Strict):
     backend: Literal["local", "remote", "fake"]
+    kind: Literal["chat", "embedding"] = Field(
+        "chat",
+        description="chat (generate/stream) or embedding (embed: /v1/embeddings); an embedding "
+        "expert is `backend: local` with a sentence-embedding model (builtin:all-minilm-l6-v2) "
+        "or `backend: remote` with any embedding model litellm reaches.",
+    )
     model: str = Field(
         "",
         description="Hub id or local path (local), litellm model string (remote), label (fake).",
@@ -84,6 +108,9 @@ class ExpertSpec(_Strict):
     )
     price: PriceSpec = PriceSpec()
     slo_p95_ms: float | None = Field(None, gt=0)
+    capabilities: CapabilitySpec | None = Field(
+        None, description="Override derived capabilities (tools, json_schema, vision, ...)."
+    )
 
     @model_validator(mode="after")
     def _backend_fields(self) -> ExpertSpec:
@@ -95,7 +122,21 @@ class ExpertSpec(_Strict):
             raise ValueError(
                 "client 'httpx' needs backend 'remote' and an OpenAI-compatible api_base"
             )
+        if self.kind == "embedding" and self.client == "httpx":
+            raise ValueError("embedding experts use the litellm client (client: litellm)")
+        window = self.capabilities.context_window if self.capabilities else None
+        if window and self.context_window and window != self.context_window:
+            raise ValueError(
+                f"context_window ({self.context_window}) and capabilities.context_window "
+                f"({window}) disagree: set one"
+            )
         return self
+
+    @property
+    def effective_context_window(self) -> int | None:
+        """`context_window`, or the same field of the `capabilities:` block."""
+        window = self.capabilities.context_window if self.capabilities else None
+        return self.context_window or window
 
     @property
     def runs_in_own_deployment(self) -> bool:
