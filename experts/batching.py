@@ -17,21 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experts.errors import ExpertError, ExpertOverloaded
-
-# How many prompt tokens the detokeniser keeps as left context, so the first generated token
-# decodes with the right leading space (SentencePiece/BPE merge context).
-_DETOK_CONTEXT = 5
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    adapter: str | None = None
+from experts.detok import IncrementalDetokenizer
+from experts.errors import ExpertError, ExpertOverloaded, translate_torch_error
+from experts.kvcache import (
+    concat_caches,
+    device_of,
+    left_pad,
+    pad_id,
+    positions,
+    slice_cache,
+)
+from experts.sampling import SamplingConfig, find_stop, generator, sample_row
 
 
 @dataclass(frozen=True)
@@ -63,27 +59,6 @@ class StepRecord:
     request_ids: tuple[int, ...]
 
 
-class IncrementalDetokenizer:
-    """Decodes token by token without splitting multi-byte characters (vLLM's offset scheme)."""
-
-    def __init__(self, tokenizer: Any, prompt_ids: Sequence[int]) -> None:
-        self._tok = tokenizer
-        self._ids: list[int] = list(prompt_ids[-_DETOK_CONTEXT:])
-        self._prefix = 0
-        self._read = len(self._ids)
-
-    def push(self, token_id: int) -> str:
-        self._ids.append(token_id)
-        decode = self._tok.decode
-        prefix_text = decode(self._ids[self._prefix : self._read], skip_special_tokens=True)
-        full_text = decode(self._ids[self._prefix :], skip_special_tokens=True)
-        # A trailing U+FFFD means the token ended mid-character: wait for the next one.
-        if len(full_text) > len(prefix_text) and not full_text.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self._ids)
-            return str(full_text[len(prefix_text) :])
-        return ""
-
-
 @dataclass
 class _Request:
     id: int
@@ -92,6 +67,7 @@ class _Request:
     sink: Sink
     detok: IncrementalDetokenizer
     generator: Any = None
+    matcher: Any = None  # experts.constrained.Matcher when the request has a grammar
     generated: int = 0
     text: str = ""
     sent: int = 0
@@ -131,7 +107,7 @@ class BatchEngine:
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000
         self.eos_token_ids = frozenset(eos_token_ids)
-        self.pad_token_id = _pad_id(tokenizer, eos_token_ids)
+        self.pad_token_id = pad_id(tokenizer, eos_token_ids)
         self._has_adapters = bool(getattr(model, "peft_config", None))
         # Instrumentation read by tests and benchmarks: one record per forward pass.
         self.steps: deque[StepRecord] = deque(maxlen=record_steps)
@@ -155,6 +131,7 @@ class BatchEngine:
             config,
             sink,
             IncrementalDetokenizer(self.tokenizer, prompt_ids),
+            matcher=config.grammar.matcher() if config.grammar is not None else None,
         )
         self._ensure_thread()
         self._inbox.put(req)
@@ -245,21 +222,21 @@ class BatchEngine:
         import torch
         from transformers import DynamicCache
 
-        device = _device(self.model)
+        device = device_of(self.model)
         width = max(len(r.prompt_ids) for r in new)
         ids = torch.full((len(new), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(new), width), dtype=torch.long)
         for row, req in enumerate(new):
             ids[row, width - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
             mask[row, width - len(req.prompt_ids) :] = 1
-            req.generator = _generator(req.config.seed, device)
+            req.generator = generator(req.config.seed, device)
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()
         self.steps.append(StepRecord("prefill", tuple(r.id for r in new)))
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=_positions(mask),
+            position_ids=positions(mask),
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -300,8 +277,14 @@ class BatchEngine:
     def _sample(self, logits: Any, reqs: Sequence[_Request]) -> Any:
         import torch
 
-        picks = [_sample_row(logits[i], r.config, r.generator) for i, r in enumerate(reqs)]
+        picks = [self._pick(logits[i], r) for i, r in enumerate(reqs)]
         return torch.stack(picks)
+
+    @staticmethod
+    def _pick(row: Any, req: _Request) -> Any:
+        if req.matcher is not None and not req.done:
+            req.matcher.mask(row)  # this row only: free rows in the batch are untouched
+        return sample_row(row, req.config, req.generator)
 
     def _advance_all(self, reqs: Sequence[_Request], next_ids: Any) -> None:
         """Turn freshly sampled tokens into text events."""
@@ -316,11 +299,18 @@ class BatchEngine:
 
     def _advance(self, req: _Request, token: int) -> None:
         req.generated += 1
+        if req.matcher is not None:
+            try:
+                req.matcher.advance(token)
+            except ExpertError as exc:  # this request only; _prune drops its row
+                req.done = True
+                req.emit(ErrorEvent(exc))
+                return
         if token in self.eos_token_ids:
             self._finish(req, "stop", len(req.text))
             return
         req.text += req.detok.push(token)
-        cut = _find_stop(req.text, req.config.stop)
+        cut = find_stop(req.text, req.config.stop)
         if cut is not None:
             self._finish(req, "stop", cut)
         elif req.generated >= req.config.max_new_tokens:
@@ -348,8 +338,8 @@ class BatchEngine:
             b.requests, b.cache, b.mask, b.next_ids = list(new), cache, mask, next_ids
             return
         width = max(b.mask.shape[1], mask.shape[1])
-        b.cache = _concat_caches(b.cache, b.mask.shape[1], cache, mask.shape[1], width)
-        b.mask = torch.cat([_left_pad(b.mask, width), _left_pad(mask, width)], dim=0)
+        b.cache = concat_caches(b.cache, b.mask.shape[1], cache, mask.shape[1], width)
+        b.mask = torch.cat([left_pad(b.mask, width), left_pad(mask, width)], dim=0)
         b.next_ids = torch.cat([b.next_ids, next_ids])
         b.requests = b.requests + list(new)
 
@@ -370,7 +360,7 @@ class BatchEngine:
         start = int(live[0]) if len(live) else 0
         if start > 0:
             b.mask = b.mask[:, start:]
-            b.cache = _slice_cache(b.cache, start)
+            b.cache = slice_cache(b.cache, start)
 
     def _fail(self, error: ExpertError, reqs: Sequence[_Request]) -> None:
         for req in reqs:
@@ -395,98 +385,3 @@ class BatchEngine:
             if item is not None:
                 pending.append(item)
         self._fail_all(error, pending)
-
-
-# -- tensor helpers ---------------------------------------------------------------------------
-
-
-def _device(model: Any) -> Any:
-    return next(model.parameters()).device
-
-
-def _pad_id(tokenizer: Any, eos_token_ids: Sequence[int]) -> int:
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = next(iter(eos_token_ids), 0)
-    return int(pad)
-
-
-def _generator(seed: int | None, device: Any) -> Any:
-    import torch
-
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
-    return gen
-
-
-def _positions(mask: Any) -> Any:
-    # Left padding: each row's first real token is position 0.
-    return (mask.cumsum(dim=1) - 1).clamp(min=0)
-
-
-def _left_pad(t: Any, width: int) -> Any:
-    import torch.nn.functional as F
-
-    pad = width - t.shape[-1]
-    return F.pad(t, (pad, 0)) if pad else t
-
-
-def _layer_kv(cache: Any) -> list[tuple[Any, Any]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def _concat_caches(a: Any, a_len: int, b: Any, b_len: int, width: int) -> Any:
-    """Stack two caches along the batch, left-padding each to `width` positions."""
-    import torch
-    import torch.nn.functional as F
-    from transformers import DynamicCache
-
-    def pad(t: Any, length: int) -> Any:
-        return F.pad(t, (0, 0, width - length, 0)) if width > length else t
-
-    merged = [
-        (torch.cat([pad(ka, a_len), pad(kb, b_len)]), torch.cat([pad(va, a_len), pad(vb, b_len)]))
-        for (ka, va), (kb, vb) in zip(_layer_kv(a), _layer_kv(b), strict=True)
-    ]
-    return DynamicCache(ddp_cache_data=merged)
-
-
-def _slice_cache(cache: Any, start: int) -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(
-        ddp_cache_data=[(k[:, :, start:], v[:, :, start:]) for k, v in _layer_kv(cache)]
-    )
-
-
-def _sample_row(logits: Any, config: SamplingConfig, generator: Any) -> Any:
-    import torch
-
-    if config.temperature <= 1e-5:
-        return logits.argmax()
-    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
-    if config.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        outside = sorted_probs.cumsum(0) - sorted_probs > config.top_p
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator)[0]
-
-
-def _find_stop(text: str, stops: Sequence[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(hits) if hits else None
-
-
-def translate_torch_error(exc: BaseException) -> ExpertError:
-    """Torch/transformers failures as the experts' errors (OOM is overload, not a bug)."""
-    name = type(exc).__name__
-    if isinstance(exc, ExpertError):
-        return exc
-    if "OutOfMemory" in name or "out of memory" in str(exc):
-        return ExpertOverloaded(f"local model ran out of memory: {exc}")
-    return ExpertError(f"local model failed: {name}: {exc}")

@@ -78,3 +78,13 @@ class UpstreamStreamError(ExpertError):
     status_code = 502
     error_type = "upstream_error"
     code = "upstream_stream_error"
+
+
+def translate_torch_error(exc: BaseException) -> ExpertError:
+    """Torch/transformers failures as the experts' errors (OOM is overload, not a bug)."""
+    name = type(exc).__name__
+    if isinstance(exc, ExpertError):
+        return exc
+    if "OutOfMemory" in name or "out of memory" in str(exc):
+        return ExpertOverloaded(f"local model ran out of memory: {exc}")
+    return ExpertError(f"local model failed: {name}: {exc}")

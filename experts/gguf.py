@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from experts.files import file_sha256
+
 log = logging.getLogger(__name__)
 
 # Bump when the conversion's output changes shape, so stale cache entries are not reused.
@@ -43,14 +45,6 @@ def resolve_gguf(source: str, gguf_file: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(source, gguf_file))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def converted_dir(gguf_path: Path, root: Path | None = None) -> Path:

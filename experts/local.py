@@ -10,21 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from experts.base import Backend, Completion, GenerationParams, Message, ModelInfo, StreamChunk
-from experts.batching import (
-    BatchEngine,
-    DoneEvent,
-    Event,
-    SamplingConfig,
-    TextEvent,
-    translate_torch_error,
-)
+from experts.batching import BatchEngine, DoneEvent, Event, TextEvent
+from experts.capabilities import Capabilities
 from experts.chat import has_chat_template, implicit_stops, render_prompt
+from experts.constrained import GrammarCompiler, available
 from experts.errors import (
     ContextWindowExceeded,
     ExpertError,
     ExpertUnavailable,
     InvalidGenerationRequest,
+    UnsupportedCapability,
+    translate_torch_error,
 )
+from experts.needs import requirements
+from experts.sampling import SamplingConfig
 from experts.spec import ExpertSpec
 
 log = logging.getLogger(__name__)
@@ -97,12 +96,15 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
+def _text_config(model: Any) -> Any:
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def _context_window(model: Any, override: int | None) -> int:
     if override:
         return override
-    config = model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    window = getattr(text_config, "max_position_embeddings", None)
+    window = getattr(_text_config(model), "max_position_embeddings", None)
     return int(window) if window else _DEFAULT_CONTEXT
 
 
@@ -143,6 +145,7 @@ class LocalBackend(Backend):
         self._label = model_label or getattr(model.config, "_name_or_path", "") or name
         self._metadata = dict(metadata or {})
         self._stops = implicit_stops(tokenizer)
+        self._grammars = GrammarCompiler(tokenizer, int(_text_config(model).vocab_size))
         self.engine = BatchEngine(
             model,
             tokenizer,
@@ -200,7 +203,18 @@ class LocalBackend(Backend):
             "max_batch_size": self.engine.max_batch_size,
             **self._metadata,
         }
-        return ModelInfo("local", self._label, self._context_window, meta)
+        return ModelInfo("local", self._label, self._context_window, meta, self.capabilities())
+
+    def derived_capabilities(self) -> Capabilities:
+        """JSON modes through constrained decoding; no tool calls (no tool-call format is parsed
+        from local output yet), no logprobs, no images."""
+        constrained = available()
+        return Capabilities(
+            json_object=constrained,
+            json_schema=constrained,
+            context_window=self._context_window,
+            source="local: constrained decoding (llguidance)" if constrained else "local",
+        )
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._encode(messages))
@@ -221,6 +235,11 @@ class LocalBackend(Backend):
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamChunk]:
+        missing = self.capabilities().missing(requirements(messages, params))
+        if missing:
+            raise UnsupportedCapability(
+                f"expert '{self.name}' cannot do: {', '.join(missing)}", param="messages"
+            )
         prompt_ids = self._encode(messages)
         config = self._sampling(len(prompt_ids), params)
         loop = asyncio.get_running_loop()
@@ -294,6 +313,9 @@ class LocalBackend(Backend):
             stop=tuple(s for s in (*params.stop, *self._stops) if s),
             seed=params.seed,
             adapter=params.adapter,
+            grammar=self._grammars.for_format(params.response_format)
+            if params.response_format is not None
+            else None,
         )
 
 

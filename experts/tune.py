@@ -14,7 +14,6 @@ Heavy libraries are imported inside functions only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -23,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from experts.files import file_sha256
 
 METADATA_FILE = "metadata.json"
 METADATA_VERSION = 1
@@ -119,14 +120,6 @@ def split_holdout(examples: list[Example], holdout: int) -> tuple[list[Example],
         raise TuneDataError(f"holdout {holdout} leaves no training rows out of {len(examples)}")
     cut = len(examples) - holdout
     return examples[:cut], examples[cut:]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prompt_token_ids(tokenizer: Any, turns: Sequence[tuple[str, str]]) -> list[int]:

@@ -205,7 +205,7 @@ async def test_empty_messages_are_invalid(backend: LocalBackend) -> None:
 
 
 async def test_multibyte_text_survives_token_by_token_decoding(backend: LocalBackend) -> None:
-    from experts.batching import IncrementalDetokenizer
+    from experts.detok import IncrementalDetokenizer
 
     text = "héllo 日本語 — ok"
     ids = backend.tokenizer(text, add_special_tokens=False)["input_ids"]

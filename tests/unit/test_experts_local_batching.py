@@ -102,16 +102,16 @@ async def test_per_request_params_inside_one_batch(model_dir: Path) -> None:
 def test_top_p_keeps_only_the_nucleus() -> None:
     import torch
 
-    from experts.batching import SamplingConfig, _sample_row
+    from experts.sampling import SamplingConfig, sample_row
 
     logits = torch.tensor([0.0, 3.0, 1.0, 2.9])
     gen = torch.Generator().manual_seed(0)
     narrow = SamplingConfig(max_new_tokens=1, temperature=1.0, top_p=0.3)
-    assert {int(_sample_row(logits, narrow, gen)) for _ in range(50)} == {1}
+    assert {int(sample_row(logits, narrow, gen)) for _ in range(50)} == {1}
     wide = SamplingConfig(max_new_tokens=1, temperature=1.0, top_p=0.9)
-    assert {int(_sample_row(logits, wide, gen)) for _ in range(200)} == {1, 3}
+    assert {int(sample_row(logits, wide, gen)) for _ in range(200)} == {1, 3}
     greedy_cfg = SamplingConfig(max_new_tokens=1, temperature=0.0)
-    assert int(_sample_row(logits, greedy_cfg, gen)) == 1
+    assert int(sample_row(logits, greedy_cfg, gen)) == 1
 
 
 async def test_health_follows_the_engine(model_dir: Path) -> None:

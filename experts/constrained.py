@@ -1,0 +1,112 @@
+"""Constrained decoding for local experts: JSON mode and JSON schemas through llguidance.
+
+llguidance was chosen by measurement on SmolLM2-135M against xgrammar, lm-format-enforcer and
+outlines-core (benchmarks/experts_constrained.py; numbers and reasons in docs/EXPERTS.md). Each
+request gets its own matcher; the batching engine masks that row's logits before sampling and
+advances the matcher with the sampled token, so constrained and free rows share one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from experts.base import ResponseFormat
+from experts.errors import ExpertError, InvalidGenerationRequest
+
+_CACHE_SIZE = 64
+
+
+def available() -> bool:
+    try:
+        import llguidance  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Matcher:
+    """One request's position in its grammar."""
+
+    def __init__(self, tokenizer: Any, grammar: str) -> None:
+        import llguidance
+        import llguidance.torch
+
+        self._matcher = llguidance.LLMatcher(tokenizer, grammar)
+        self._bits = llguidance.torch.allocate_token_bitmask(1, tokenizer.vocab_size)
+        self._torch = llguidance.torch
+
+    def mask(self, logits: Any) -> None:
+        """Set the logits of tokens the grammar forbids next to -inf (in place, one row)."""
+        self._torch.fill_next_token_bitmask(self._matcher, self._bits, 0)
+        self._torch.apply_token_bitmask_inplace(logits.unsqueeze(0), self._bits.to(logits.device))
+
+    def advance(self, token: int) -> None:
+        if not self._matcher.consume_token(token) or self._matcher.is_error():
+            raise ExpertError(f"constrained decoding failed: {self._matcher.get_error()}")
+
+
+class Grammar:
+    """A compiled grammar for one tokenizer; `matcher()` per request."""
+
+    def __init__(self, tokenizer: Any, grammar: str) -> None:
+        self._tokenizer = tokenizer
+        self._grammar = grammar
+
+    def matcher(self) -> Matcher:
+        return Matcher(self._tokenizer, self._grammar)
+
+
+class GrammarCompiler:
+    """Grammars for one model's tokenizer, cached by response format (schemas repeat)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+        self._hf = tokenizer
+        self._vocab = vocab_size
+        self._ll: Any = None
+        self._cache: OrderedDict[str, Grammar] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def for_format(self, fmt: ResponseFormat) -> Grammar | None:
+        """The grammar for a response_format (None for plain text)."""
+        if fmt.type == "text":
+            return None
+        schema: Any = {"type": "object"} if fmt.type == "json_object" else fmt.schema or {}
+        key = json.dumps(schema, sort_keys=True)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            grammar = Grammar(self._tokenizer(), _compile(schema))
+            self._cache[key] = grammar
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+            return grammar
+
+    def _tokenizer(self) -> Any:
+        if self._ll is None:  # ~1 s for a 49k vocabulary: once per model, on first use
+            import llguidance.hf
+
+            self._ll = llguidance.hf.from_tokenizer(self._hf, n_vocab=self._vocab)
+        return self._ll
+
+
+def _compile(schema: Any) -> str:
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        failed, problems = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InvalidGenerationRequest(
+            f"response_format schema is not usable: {exc}", param="response_format"
+        ) from exc
+    if failed:
+        raise InvalidGenerationRequest(
+            f"response_format schema is not usable: {'; '.join(problems)}",
+            param="response_format",
+        )
+    return str(grammar)
