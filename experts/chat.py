@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experts.base import Message
+from experts.local_tools import template_message
 
 # ChatML: the most widely understood plain-text chat format, used when a tokenizer ships no
 # template (base models, tokenizers trained from scratch in tests).
@@ -23,12 +24,18 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
-    """The text the model continues: the tokenizer's own template, else ChatML."""
-    dicts = [{"role": m.role, "content": m.text} for m in messages]
+def render_prompt(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The text the model continues: the tokenizer's own template, else ChatML. `tools` (OpenAI
+    shape) only for templates that take them (experts.local_tools)."""
+    dicts = [template_message(m) for m in messages]
     template = None if has_chat_template(tokenizer) else FALLBACK_CHAT_TEMPLATE
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
     text = tokenizer.apply_chat_template(
-        dicts, chat_template=template, tokenize=False, add_generation_prompt=True
+        dicts, chat_template=template, tokenize=False, add_generation_prompt=True, **extra
     )
     if not isinstance(text, str):  # some tokenizers return a list for batched input
         text = "".join(text)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from experts.base import ResponseFormat
 from experts.errors import ExpertError, InvalidGenerationRequest
 
 _CACHE_SIZE = 64
+# OpenAI's own formatting ({"a": 1, "b": 2}) and no free whitespace: small models otherwise
+# fill a JSON value with whitespace until max_tokens (seen with a random tiny Llama and known
+# from other constrained decoders).
+JSON_OPTIONS: Any = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 def available() -> bool:
@@ -74,13 +79,19 @@ class GrammarCompiler:
         if fmt.type == "text":
             return None
         schema: Any = {"type": "object"} if fmt.type == "json_object" else fmt.schema or {}
-        key = json.dumps(schema, sort_keys=True)
+        return self._cached(f"json:{json.dumps(schema, sort_keys=True)}", lambda: _json(schema))
+
+    def for_lark(self, lark: str) -> Grammar:
+        """A grammar in llguidance's Lark dialect (e.g. a forced tool call)."""
+        return self._cached(f"lark:{lark}", lambda: _lark(lark))
+
+    def _cached(self, key: str, build: Callable[[], str]) -> Grammar:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-            grammar = Grammar(self._tokenizer(), _compile(schema))
+            grammar = Grammar(self._tokenizer(), build())
             self._cache[key] = grammar
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -94,19 +105,35 @@ class GrammarCompiler:
         return self._ll
 
 
-def _compile(schema: Any) -> str:
+def _json(schema: Any) -> str:
+    import llguidance
+
+    return _validated(
+        lambda: llguidance.LLMatcher.grammar_from_json_schema(
+            json.dumps(schema), defaults=JSON_OPTIONS
+        ),
+        "response_format",
+    )
+
+
+def _lark(lark: str) -> str:
+    import llguidance
+
+    return _validated(lambda: llguidance.LLMatcher.grammar_from_lark(lark), "tools")
+
+
+def _validated(build: Callable[[], Any], param: str) -> str:
     import llguidance
 
     try:
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        grammar = build()
         failed, problems = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise InvalidGenerationRequest(
-            f"response_format schema is not usable: {exc}", param="response_format"
+            f"{param}: schema is not usable: {exc}", param=param
         ) from exc
     if failed:
         raise InvalidGenerationRequest(
-            f"response_format schema is not usable: {'; '.join(problems)}",
-            param="response_format",
+            f"{param}: schema is not usable: {'; '.join(problems)}", param=param
         )
     return str(grammar)

@@ -7,9 +7,18 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from experts.base import Backend, Completion, GenerationParams, Message, ModelInfo, StreamChunk
+from experts.base import (
+    Backend,
+    Completion,
+    GenerationParams,
+    Message,
+    ModelInfo,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+)
 from experts.batching import BatchEngine, DoneEvent, Event, TextEvent
 from experts.capabilities import Capabilities
 from experts.chat import has_chat_template, implicit_stops, render_prompt
@@ -21,6 +30,12 @@ from experts.errors import (
     InvalidGenerationRequest,
     UnsupportedCapability,
     translate_torch_error,
+)
+from experts.local_tools import (
+    forced_call_lark,
+    parse_tool_calls,
+    template_supports_tools,
+    template_tools,
 )
 from experts.needs import requirements
 from experts.sampling import SamplingConfig
@@ -206,10 +221,11 @@ class LocalBackend(Backend):
         return ModelInfo("local", self._label, self._context_window, meta, self.capabilities())
 
     def derived_capabilities(self) -> Capabilities:
-        """JSON modes through constrained decoding; no tool calls (no tool-call format is parsed
-        from local output yet), no logprobs, no images."""
+        """JSON modes through constrained decoding; tool calls where the chat template takes
+        tools and writes Hermes-style calls (experts/local_tools.py); no logprobs, no images."""
         constrained = available()
         return Capabilities(
+            tools=template_supports_tools(self.tokenizer),
             json_object=constrained,
             json_schema=constrained,
             context_window=self._context_window,
@@ -221,18 +237,40 @@ class LocalBackend(Backend):
 
     async def generate(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         parts: list[str] = []
-        async for chunk in self.stream(messages, params):
+        async for chunk in self._stream_text(messages, params):
             parts.append(chunk.text)
             if chunk.finish_reason is not None:
+                text, calls = "".join(parts), cast(tuple[ToolCall, ...], ())
+                if params.wants_tools:
+                    text, calls = parse_tool_calls(text)
                 return Completion(
-                    "".join(parts),
+                    text,
                     chunk.prompt_tokens or 0,
                     chunk.completion_tokens or 0,
-                    chunk.finish_reason,
+                    "tool_calls" if calls else chunk.finish_reason,
+                    tool_calls=calls,
                 )
         raise ExpertError("local model ended without a final chunk")
 
     async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamChunk]:
+        if not params.wants_tools:
+            async for chunk in self._stream_text(messages, params):
+                yield chunk
+            return
+        # A tool call is only known once its block is complete: answer whole, then stream it
+        # in OpenAI's shape (text, one delta per call, the final chunk).
+        done = await self.generate(messages, params)
+        if done.text:
+            yield StreamChunk(done.text)
+        for index, call in enumerate(done.tool_calls):
+            yield StreamChunk(
+                "", tool_calls=(ToolCallDelta(index, call.id, call.name, call.arguments),)
+            )
+        yield StreamChunk("", done.finish_reason, done.prompt_tokens, done.completion_tokens)
+
+    async def _stream_text(
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamChunk]:
         missing = self.capabilities().missing(requirements(messages, params))
@@ -240,7 +278,7 @@ class LocalBackend(Backend):
             raise UnsupportedCapability(
                 f"expert '{self.name}' cannot do: {', '.join(missing)}", param="messages"
             )
-        prompt_ids = self._encode(messages)
+        prompt_ids = self._encode(messages, template_tools(params))
         config = self._sampling(len(prompt_ids), params)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
@@ -276,11 +314,13 @@ class LocalBackend(Backend):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _encode(self, messages: Sequence[Message]) -> list[int]:
+    def _encode(
+        self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if not messages:
             raise InvalidGenerationRequest("messages must not be empty", param="messages")
         try:
-            text = render_prompt(self.tokenizer, messages)
+            text = render_prompt(self.tokenizer, messages, tools)
             # The template already holds the special tokens (BOS and friends).
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         except ExpertError:
@@ -313,10 +353,17 @@ class LocalBackend(Backend):
             stop=tuple(s for s in (*params.stop, *self._stops) if s),
             seed=params.seed,
             adapter=params.adapter,
-            grammar=self._grammars.for_format(params.response_format)
-            if params.response_format is not None
-            else None,
+            grammar=self._grammar(params),
         )
+
+    def _grammar(self, params: GenerationParams) -> Any:
+        """A forced tool call, else the response format's grammar, else none."""
+        lark = forced_call_lark(params)
+        if lark is not None:
+            return self._grammars.for_lark(lark)
+        if params.response_format is not None:
+            return self._grammars.for_format(params.response_format)
+        return None
 
 
 __all__ = [
