@@ -61,13 +61,14 @@ class InvalidGenerationRequest(ExpertError):
 class UnsupportedCapability(ExpertError):
     """The request needs something this expert cannot do (tools, a JSON schema, images, ...).
 
-    Retryable: another expert in the chain may have the capability. The router normally filters
-    the chain by capabilities first, so this is the backend's own guard against a silent
-    downgrade."""
+    The router filters the chain by capabilities before it calls an expert, so reaching this is
+    the backend's own guard against a silent downgrade: a client error (400 naming what is
+    missing), not the expert's failure, hence not retried on the next expert."""
 
     status_code = 400
     error_type = "invalid_request_error"
     code = "unsupported_capability"
+    retryable = False
 
 
 class UpstreamStreamError(ExpertError):
