@@ -2,6 +2,7 @@
 
 The request's `model` picks a behaviour (text, tool calls, JSON, logprobs, refusal, errors
 before or in the middle of a stream, 429 with Retry-After); every request body is recorded.
+The fixtures (`upstream`, `client`, `make`) reach test modules through tests/unit/conftest.py.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from experts.registry import build_backend
+from experts.spec import ExpertSpec
+from experts.upstream import UpstreamBackend
 
 REPLY_WORDS = ["hello", " from", " the", " loopback", " server"]
 PROMPT_TOKENS = 11
@@ -268,3 +274,35 @@ def serve_upstream() -> Iterator[Upstream]:
     yield up
     server.should_exit = True
     thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    yield from serve_upstream()
+
+
+@pytest.fixture(params=["litellm", "httpx"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Every test runs on litellm (the general path) and the direct httpx client."""
+    return str(request.param)
+
+
+Make = Callable[..., UpstreamBackend]
+
+
+@pytest.fixture
+def make(upstream: Upstream, client: str) -> Make:
+    def build(behaviour: str = "echo", **kw: Any) -> UpstreamBackend:
+        spec = ExpertSpec(
+            backend="remote",
+            model=f"openai/{behaviour}",
+            api_base=upstream.base_url,
+            client=client,
+            **kw,
+        )
+        b = build_backend("remote-test", spec)
+        assert isinstance(b, UpstreamBackend)
+        assert b.info().metadata["client"] == client
+        return b
+
+    return build

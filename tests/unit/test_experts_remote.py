@@ -4,8 +4,6 @@ server on loopback: plain text, usage, keys, error translation, timeouts, retrie
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -18,42 +16,9 @@ from experts.errors import (
 )
 from experts.registry import build_backend
 from experts.spec import ExpertSpec
-from experts.upstream import UpstreamBackend
-from tests.unit.openai_upstream import REPLY_WORDS, Upstream, free_port, serve_upstream
+from tests.unit.openai_upstream import REPLY_WORDS, Make, Upstream, free_port
 
 USER = [Message("user", "say something nice")]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    yield from serve_upstream()
-
-
-@pytest.fixture(params=["litellm", "httpx"])
-def client(request: pytest.FixtureRequest) -> str:
-    """Every test runs on litellm (the general path) and the direct httpx client."""
-    return str(request.param)
-
-
-Make = Callable[..., UpstreamBackend]
-
-
-@pytest.fixture
-def make(upstream: Upstream, client: str) -> Make:
-    def build(behaviour: str = "echo", **kw: Any) -> UpstreamBackend:
-        spec = ExpertSpec(
-            backend="remote",
-            model=f"openai/{behaviour}",
-            api_base=upstream.base_url,
-            client=client,
-            **kw,
-        )
-        b = build_backend("remote-test", spec)
-        assert isinstance(b, UpstreamBackend)
-        assert b.info().metadata["client"] == client
-        return b
-
-    return build
 
 
 async def test_generate_returns_text_and_provider_usage(make: Make, upstream: Upstream) -> None:

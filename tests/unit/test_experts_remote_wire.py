@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -25,16 +23,14 @@ from experts.base import (
 from experts.errors import ExpertOverloaded, UpstreamStreamError
 from experts.openai_stream import assistant_message_to_openai, delta_to_openai
 from experts.openai_wire import logprobs_to_openai
-from experts.registry import build_backend
-from experts.spec import ExpertSpec
 from experts.upstream import UpstreamBackend
 from tests.unit.openai_upstream import (
     JSON_REPLY,
     LOGPROBS,
     REFUSAL,
     TOOL_CALLS,
+    Make,
     Upstream,
-    serve_upstream,
 )
 
 WEATHER = Tool(
@@ -52,36 +48,6 @@ HISTORY = [
     Message("tool", '{"temp": 3}', tool_call_id="call_0", name="get_weather"),
     Message("user", "and now?"),
 ]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    yield from serve_upstream()
-
-
-@pytest.fixture(params=["litellm", "httpx"])
-def client(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-Make = Callable[..., UpstreamBackend]
-
-
-@pytest.fixture
-def make(upstream: Upstream, client: str) -> Make:
-    def build(behaviour: str = "echo", **kw: Any) -> UpstreamBackend:
-        spec = ExpertSpec(
-            backend="remote",
-            model=f"openai/{behaviour}",
-            api_base=upstream.base_url,
-            client=client,
-            **kw,
-        )
-        backend = build_backend("wire-test", spec)
-        assert isinstance(backend, UpstreamBackend)
-        return backend
-
-    return build
 
 
 async def collect(backend: UpstreamBackend, params: GenerationParams) -> list[StreamChunk]:
