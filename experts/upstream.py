@@ -125,6 +125,8 @@ class UpstreamBackend(Backend):
                 chunk = translator.feed(event)
                 if chunk is not None:
                     yield chunk
+        except UpstreamStreamError:
+            raise
         except ExpertError as exc:
             raise translator.failure(exc) from exc
         except Exception as exc:
