@@ -27,6 +27,8 @@ class ExpertDeployment:
             from experts.lora import build_lora_backend
 
             self.backend = build_lora_backend(name, spec, adapters)
+            if spec.capabilities is not None:
+                self.backend.capability_overrides = spec.capabilities.overrides()
         else:
             from experts.registry import build_backend
 
