@@ -52,6 +52,10 @@ class Capabilities:
             return self
         return replace(self, **given, source=f"{self.source} + yaml({', '.join(sorted(given))})")
 
+    def names(self) -> frozenset[str]:
+        """The features this expert has, as the capability names policies.capable routes on."""
+        return frozenset(f for f in FEATURES if self.supports(f))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -201,6 +201,7 @@ def test_missing_and_overrides() -> None:
     assert (over.vision, over.tools, over.context_window) == (True, True, 50)
     assert "yaml(context_window, vision)" in over.source
     assert describe_missing("smollm2", ("tools",)) == "needs tools -> skipped smollm2"
+    assert caps.names() == {"chat", "tools"}
     with pytest.raises(ValueError, match="unknown capability"):
         caps.with_overrides({"telepathy": True})
 
