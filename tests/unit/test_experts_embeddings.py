@@ -35,7 +35,9 @@ async def test_minilm_embeds_like_sentence_transformers(minilm: object) -> None:
     assert len(got.vectors) == 3 and len(got.vectors[0]) == 384
     assert all(math.isclose(cosine(v, v), 1.0, rel_tol=1e-5) for v in got.vectors)
     # Same model, same recipe (mean pooling + L2) as the classifiers' encoder.
-    reference = SentenceEncoder(max_length=256, cache_size=0).encode(TEXTS)
+    reference = SentenceEncoder(
+        max_length=256, cache_size=0, backend="torch", quantize=False
+    ).encode(TEXTS)
     for ours, theirs in zip(got.vectors, reference.tolist(), strict=True):
         assert cosine(ours, theirs) > 0.9999
     assert cosine(got.vectors[0], got.vectors[1]) > cosine(got.vectors[0], got.vectors[2])

@@ -22,10 +22,9 @@ ROUTER_LAYERS = {
     "router.continuous": 2,
     "router.finance": 1,
 }
-# TODO(issue 13): the experts helper splits experts/batching.py and breaks the openai_http <->
-# remote circle; each entry must go when that lands (the tests below fail on a stale entry).
-TOO_LONG_KNOWN = {"experts/batching.py"}
-CIRCLES_KNOWN = [["experts.openai_http", "experts.remote"]]
+# Files and circles tolerated for now (the tests below fail on a stale entry).
+TOO_LONG_KNOWN: set[str] = set()
+CIRCLES_KNOWN: list[list[str]] = []
 
 
 def _module_name(path: Path) -> str:
