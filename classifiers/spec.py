@@ -40,7 +40,7 @@ class ClassifierSpec(BaseModel):
     backend: Literal["onnx", "torch", "static"] = Field(
         "onnx",
         description="`examples`: how the encoder runs. onnx: ONNX Runtime on a graph exported "
-        "once and cached (~1.5 ms per unseen prompt here, int8); torch: transformers in-process "
+        "once and cached (~1.6-2 ms per unseen prompt here, int8); torch: transformers in-process "
         "(~10-20 ms); static: model2vec embeddings distilled locally (fastest, least accurate).",
     )
     quantize: bool = Field(
