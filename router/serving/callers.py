@@ -8,7 +8,16 @@ from dataclasses import replace
 from typing import Any
 
 from classifiers.base import Classification, Classifier
-from experts.base import Backend, Completion, GenerationParams, Message, ModelInfo, StreamChunk
+from experts.base import (
+    Backend,
+    Completion,
+    EmbeddingParams,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ModelInfo,
+    StreamChunk,
+)
 
 
 class InProcessExpert:
@@ -28,6 +37,9 @@ class InProcessExpert:
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamChunk]:
         return self.backend.stream(messages, self._params(params))
+
+    async def embed(self, texts: Sequence[str], params: EmbeddingParams) -> Embeddings:
+        return await self.backend.embed(texts, params)
 
     async def describe(self) -> ModelInfo:
         return self.backend.info()
@@ -63,6 +75,10 @@ class HandleExpert:
         finally:
             # Stop generation in the replica when the client goes away.
             gen.cancel()
+
+    async def embed(self, texts: Sequence[str], params: EmbeddingParams) -> Embeddings:
+        result: Embeddings = await self.handle.embed.remote(list(texts), params)
+        return result
 
     async def describe(self) -> ModelInfo:
         info: ModelInfo = await self.handle.info.remote()

@@ -1,9 +1,14 @@
-"""The ingress's request handling, between HTTP and the RouterService. No Ray imports."""
+"""The ingress's request handling, between HTTP and the RouterService. No Ray imports.
+
+One flow per request: open the ticket, route (RouterService.route), run the plan's chain, close
+the ticket once, render. Chat, the Responses API (a chat request with its own Render) and
+embeddings share it; streams are written by a StreamWriter (chat.completion.chunk or Responses
+events) while this module keeps the counting and the one honest ending.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -11,26 +16,41 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from experts.base import ModelInfo, StreamChunk
+from experts.base import Completion, StreamChunk
 from policies.types import RoutePlan
 from router.errors import envelope
 from router.serving.accounting import Accounting, Outcome, Ticket
-from router.serving.openai_types import (
-    ChatCompletionRequest,
-    chunk_body,
-    completion_body,
-    new_id,
-    usage_chunk_body,
-)
-from router.serving.service import OpenStream, Routed, RouterService, translate
+from router.serving.catalog import Describable
+from router.serving.openai_embeddings import EmbeddingsRequest, embeddings_body
+from router.serving.openai_render import ChatRender
+from router.serving.openai_types import ChatCompletionRequest
+from router.serving.service import OpenStream, Routable, Routed, RouterService, translate
 
 log = logging.getLogger("slm_router")
 
 
-class Describable(Protocol):
-    async def describe(self) -> ModelInfo: ...
-
+class Expert(Describable, Protocol):
     async def health(self) -> bool: ...
+
+
+class StreamWriter(Protocol):
+    """The events of one stream: start, a piece per chunk, then finish or failed."""
+
+    def start(self) -> list[bytes]: ...
+
+    def piece(self, chunk: StreamChunk) -> list[bytes]: ...
+
+    def failed(self, error_body: dict[str, Any]) -> list[bytes]: ...
+
+    def finish(self, finish_reason: str, prompt: int, completion: int) -> list[bytes]: ...
+
+
+class Render(Protocol):
+    """How an answer is written: chat.completion (ChatRender) or a Responses API response."""
+
+    def body(self, expert: str, c: Completion) -> dict[str, Any]: ...
+
+    def writer(self, expert: str) -> StreamWriter: ...
 
 
 def _header_safe(text: str, limit: int = 300) -> str:
@@ -48,11 +68,6 @@ def routing_headers(routed: Routed, expert: str, request_id: str) -> dict[str, s
     }
 
 
-def sse(obj: Mapping[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
-
-
 @dataclass
 class ChatResult:
     status: int
@@ -65,91 +80,107 @@ class Gateway:
     def __init__(
         self,
         service: RouterService,
-        experts: Mapping[str, Describable],
+        experts: Mapping[str, Expert],
         accounting: Accounting | None = None,
     ) -> None:
         self.service = service
         self.experts = experts
         self.accounting = accounting or Accounting(service.config)
-        self._infos: dict[str, ModelInfo] = {}
         self.started = time.time()
 
     @property
     def config(self) -> Any:
         return self.service.config
 
-    # ---- chat ----------------------------------------------------------------------------
-    async def chat(self, req: ChatCompletionRequest, headers: Mapping[str, str]) -> ChatResult:
-        acct = self.accounting
+    # ---- one request: ticket, route, run, close ------------------------------------------
+    async def _open(
+        self, req: Routable, headers: Mapping[str, str], **sizes: Any
+    ) -> tuple[Ticket, Routed | None]:
         self.service.check(req)
-        ticket = await acct.open(
+        acct = self.accounting
+        ticket = await acct.open(headers, request_id=uuid.uuid4().hex, **sizes)
+        with acct.current(ticket):
+            try:
+                routed = await self.service.route(
+                    req,
+                    request_id=ticket.request_id,
+                    team=ticket.key.team if ticket.key else None,
+                    key_id=ticket.key.key_id if ticket.key else None,
+                    budget_used_fraction=ticket.used_fraction,
+                    trace=acct,
+                )
+            except Exception as exc:
+                await self._failed(ticket, None, exc)
+                raise
+        acct.observe_route(ticket, routed)
+        return ticket, routed
+
+    async def _failed(self, ticket: Ticket, plan: RoutePlan | None, exc: Exception) -> None:
+        status, _, _ = envelope(exc)
+        where, domain = (plan.expert, plan.domain) if plan else ("", "")
+        await self.accounting.close(ticket, Outcome(where, domain, status=status, error=exc))
+
+    # ---- chat ----------------------------------------------------------------------------
+    async def chat(
+        self, req: ChatCompletionRequest, headers: Mapping[str, str], render: Render | None = None
+    ) -> ChatResult:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        render = render or ChatRender(include_usage)
+        ticket, routed = await self._open(
+            req,
             headers,
-            request_id=uuid.uuid4().hex,
             model=req.model or "auto",
             stream=req.stream,
-            prompt_chars=sum(len(m.text()) for m in req.messages),
-            max_tokens=req.max_completion_tokens or req.max_tokens or 256,
+            prompt_chars=_prompt_chars(req),
+            max_tokens=req.max_tokens_or(256),
         )
+        assert routed is not None
+        plan, acct = routed.plan, self.accounting
         with acct.current(ticket):
-            return await self._chat(req, ticket)
-
-    async def _chat(self, req: ChatCompletionRequest, ticket: Ticket) -> ChatResult:
-        acct = self.accounting
-        plan: RoutePlan | None = None
-        try:
-            routed = await self.service.route(
-                req,
-                request_id=ticket.request_id,
-                team=ticket.key.team if ticket.key else None,
-                key_id=ticket.key.key_id if ticket.key else None,
-                budget_used_fraction=ticket.used_fraction,
-                trace=acct,
-            )
-            plan = routed.plan
-            acct.observe_route(ticket, routed)
-            if req.stream:
-                opened = await self.service.open_stream(req, plan, acct)
-                ticket.mark_first_token()
-                headers_out = routing_headers(routed, opened.expert, ticket.request_id)
-                return ChatResult(200, headers_out, stream=self._sse(req, opened, ticket, plan))
-            expert, completion, _ = await self.service.complete(req, plan, acct)
-        except Exception as exc:
-            status, _, _ = envelope(exc)
-            where = plan.expert if plan else ""
+            try:
+                if req.stream:
+                    opened = await self.service.open_stream(req, plan, acct)
+                    ticket.mark_first_token()
+                    headers_out = routing_headers(routed, opened.expert, ticket.request_id)
+                    writer = render.writer(opened.expert)
+                    return ChatResult(
+                        200, headers_out, stream=self._sse(writer, opened, ticket, plan)
+                    )
+                expert, completion, _ = await self.service.complete(req, plan, acct)
+            except Exception as exc:
+                await self._failed(ticket, plan, exc)
+                raise
             await acct.close(
-                ticket, Outcome(where, plan.domain if plan else "", status=status, error=exc)
+                ticket,
+                Outcome(
+                    expert,
+                    plan.domain,
+                    completion.prompt_tokens,
+                    completion.completion_tokens,
+                    reason=plan.reason,
+                ),
             )
-            raise
-        await acct.close(
-            ticket,
-            Outcome(
-                expert,
-                plan.domain,
-                completion.prompt_tokens,
-                completion.completion_tokens,
-                reason=plan.reason,
-            ),
-        )
-        body = completion_body(new_id(), expert, completion)
+        body = render.body(expert, completion)
         return ChatResult(200, routing_headers(routed, expert, ticket.request_id), body=body)
 
     async def _sse(
-        self, req: ChatCompletionRequest, opened: OpenStream, ticket: Ticket, plan: RoutePlan
+        self, writer: StreamWriter, opened: OpenStream, ticket: Ticket, plan: RoutePlan
     ) -> AsyncIterator[bytes]:
-        rid, created, model = new_id(), int(time.time()), opened.expert
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        prompt_tokens, completion_tokens = 0, 0
+        model = opened.expert
+        completion_tokens = 0
         outcome = Outcome(model, plan.domain, reason=plan.reason, status=499)
         try:
-            yield sse(chunk_body(rid, model, created, {"role": "assistant", "content": ""}))
+            for event in writer.start():
+                yield event
             last: StreamChunk = opened.first
             try:
                 chunk: StreamChunk | None = opened.first
                 while chunk is not None:
                     last = chunk
-                    completion_tokens += 1 if chunk.text else 0
-                    if chunk.text:
-                        yield sse(chunk_body(rid, model, created, {"content": chunk.text}))
+                    if not chunk.is_empty:
+                        completion_tokens += 1
+                        for event in writer.piece(chunk):
+                            yield event
                     if chunk.finish_reason is not None:
                         break
                     chunk = await anext(opened.rest, None)
@@ -160,26 +191,50 @@ class Gateway:
                 outcome = Outcome(
                     model, plan.domain, 0, completion_tokens, status, err, plan.reason
                 )
-                yield sse(body)
-                yield sse("[DONE]")
+                for event in writer.failed(body):
+                    yield event
                 return
             prompt_tokens = last.prompt_tokens or 0
-            completion_tokens = (
-                last.completion_tokens if last.completion_tokens is not None else completion_tokens
-            )
+            if last.completion_tokens is not None:
+                completion_tokens = last.completion_tokens
             outcome = Outcome(
                 model, plan.domain, prompt_tokens, completion_tokens, reason=plan.reason
             )
-            yield sse(chunk_body(rid, model, created, {}, last.finish_reason or "stop"))
-            if include_usage:
-                yield sse(usage_chunk_body(rid, model, created, prompt_tokens, completion_tokens))
-            yield sse("[DONE]")
+            finish = last.finish_reason or "stop"
+            for event in writer.finish(finish, prompt_tokens, completion_tokens):
+                yield event
         finally:
             # Also runs when the client disconnects (status 499): the record is never dropped.
             await self.accounting.close(ticket, outcome)
 
+    # ---- embeddings ----------------------------------------------------------------------
+    async def embeddings(self, req: EmbeddingsRequest, headers: Mapping[str, str]) -> ChatResult:
+        texts = req.texts()
+        ticket, routed = await self._open(
+            req,
+            headers,
+            model=req.model or "auto",
+            stream=False,
+            prompt_chars=sum(len(t) for t in texts),
+            max_tokens=0,
+        )
+        assert routed is not None
+        plan, acct = routed.plan, self.accounting
+        with acct.current(ticket):
+            try:
+                expert, emb, _ = await self.service.embed(texts, req.params(), plan, acct)
+            except Exception as exc:
+                await self._failed(ticket, plan, exc)
+                raise
+            await acct.close(
+                ticket, Outcome(expert, plan.domain, emb.prompt_tokens, 0, reason=plan.reason)
+            )
+        body = embeddings_body(expert, emb, req.encoding_format)
+        return ChatResult(200, routing_headers(routed, expert, ticket.request_id), body=body)
+
     # ---- dry run, models, health ---------------------------------------------------------
     async def route(self, req: ChatCompletionRequest) -> dict[str, Any]:
+        """The dry run: what a chat request would get, capability filtering included."""
         self.service.check(req)
         routed = await self.service.route(req, request_id=uuid.uuid4().hex, observe=False)
         plan = routed.plan
@@ -193,16 +248,10 @@ class Gateway:
                 "reason": plan.reason,
                 "rules": list(plan.trace),
                 "shadow": plan.shadow,
+                "skipped": list(plan.skipped),
             },
+            "needs": sorted(routed.needs),
         }
-
-    async def _info(self, name: str) -> ModelInfo | None:
-        if name not in self._infos:
-            try:
-                self._infos[name] = await asyncio.wait_for(self.experts[name].describe(), 10)
-            except Exception:  # an expert still starting: list it without metadata
-                return None
-        return self._infos[name]
 
     async def models(self) -> dict[str, Any]:
         created = int(self.started)
@@ -219,11 +268,14 @@ class Gateway:
                 },
             }
         ]
-        infos = await asyncio.gather(*(self._info(n) for n in self.config.experts))
+        catalog = self.service.catalog
+        infos = await asyncio.gather(*(catalog.info(n) for n in self.config.experts))
         for (name, spec), info in zip(self.config.experts.items(), infos, strict=True):
             meta: dict[str, Any] = {"backend": spec.backend, "description": spec.description}
             if info is not None:
                 meta.update(model=info.model, context_window=info.context_window, **info.metadata)
+            # What routing relies on: derived by the backend, the YAML's overrides on top.
+            meta["capabilities"] = catalog.capabilities_of(name).to_dict()
             data.append(
                 {
                     "id": name,
@@ -252,3 +304,12 @@ class Gateway:
         names = list(self.config.experts)
         results = await asyncio.gather(*(one(n) for n in names))
         return dict(zip(names, results, strict=True))
+
+
+def _prompt_chars(req: ChatCompletionRequest) -> int:
+    """What the prompt weighs before tokenising, for the admission estimate: the messages' text
+    and the tool definitions an expert also reads."""
+    chars = sum(len(m.text()) for m in req.messages)
+    for tool in req.tools or ():
+        chars += len(tool.model_dump_json())
+    return chars

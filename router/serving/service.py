@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from classifiers.base import Classification
-from experts.base import Completion, GenerationParams, Message, StreamChunk
+from experts.base import (
+    Completion,
+    EmbeddingParams,
+    Embeddings,
+    GenerationParams,
+    Message,
+    ModelInfo,
+    StreamChunk,
+)
 from experts.errors import ExpertError, ExpertOverloaded, ExpertTimeout, ExpertUnavailable
 from policies.compiled import CompiledPolicy
 from policies.engine import decide
@@ -26,6 +34,7 @@ from router.config import AppConfig
 from router.continuous.arms import ClassifierCaller
 from router.continuous.live import Continuous
 from router.errors import InvalidRequest
+from router.serving.catalog import Catalog
 from router.serving.livestats import LiveStats
 from router.serving.openai_types import ChatCompletionRequest
 
@@ -41,6 +50,29 @@ class ExpertCaller(Protocol):
     def stream(
         self, messages: Sequence[Message], params: GenerationParams
     ) -> AsyncIterator[StreamChunk]: ...
+
+    async def embed(self, texts: Sequence[str], params: EmbeddingParams) -> Embeddings: ...
+
+    async def describe(self) -> ModelInfo: ...
+
+
+class Routable(Protocol):
+    """What routing reads from a request (chat, a Responses request as chat, embeddings)."""
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def user(self) -> str | None: ...
+
+    def routing_text(self) -> str: ...
+
+    def needs(self) -> frozenset[str]: ...
+
+
+# Requests that are not chat (embeddings) are not classified: the engine picks from the experts
+# that can serve them.
+UNCLASSIFIED = Classification({}, "embeddings", 1.0, False)
 
 
 class Trace(Protocol):
@@ -67,6 +99,7 @@ class Routed:
     plan: RoutePlan
     classification: Classification
     classify_s: float = 0.0  # seconds the classify step took
+    needs: frozenset[str] = frozenset()  # the capabilities the request needs
 
 
 @dataclass
@@ -127,23 +160,25 @@ class RouterService:
         experts: Mapping[str, ExpertCaller],
         stats: LiveStats | None = None,
         continuous: Continuous | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.config = config
         self.policy = CompiledPolicy.build(config.routing, config.experts)
         self.experts = experts
+        self.catalog = catalog or Catalog(config.experts, experts)
         self.stats = stats or LiveStats()
         # Without a rollout, Continuous asks the live classifier straight (a null-object arm).
         self.continuous = continuous or Continuous(config, classifier)
 
     # ---- routing -------------------------------------------------------------------------
-    def check(self, req: ChatCompletionRequest) -> None:
+    def check(self, req: Routable) -> None:
         """Refuse what this policy can never route, before anything is spent on it."""
         if req.model is None and not self.config.routing.auto_when_model_omitted:
             raise InvalidRequest("`model` is required by this gateway's policy", param="model")
 
     async def route(
         self,
-        req: ChatCompletionRequest,
+        req: Routable,
         *,
         request_id: str,
         team: str | None = None,
@@ -154,37 +189,48 @@ class RouterService:
     ) -> Routed:
         """Pin -> classify -> plan. The classification is the one routing uses (a canary
         user's comes from the candidate); `observe` feeds drift windows and feedback notes
-        (not for dry runs)."""
-        text = req.last_user_text()
-        with trace.child("classify"):
-            t0 = time.perf_counter()
-            choice = await self.continuous.classify(
-                text, user=req.user, key_id=key_id, team=team, request_id=request_id
-            )
-            if observe:
-                self.continuous.observe(choice, request_id, text)
-            classify_s = time.perf_counter() - t0
+        (not for dry runs). The plan keeps only experts that can do what the request needs."""
+        needs = req.needs()
+        classification, classify_s = UNCLASSIFIED, 0.0
+        if "chat" in needs:
+            text = req.routing_text()
+            with trace.child("classify"):
+                t0 = time.perf_counter()
+                choice = await self.continuous.classify(
+                    text, user=req.user, key_id=key_id, team=team, request_id=request_id
+                )
+                if observe:
+                    self.continuous.observe(choice, request_id, text)
+                classify_s = time.perf_counter() - t0
+            classification = choice.classification
+        capabilities = await self.catalog.features()
         with trace.child("decide"):
-            plan = self.plan(req, choice.classification, request_id, team, budget_used_fraction)
-        return Routed(plan, choice.classification, classify_s)
+            plan = self.plan(
+                req, classification, request_id, team, budget_used_fraction, capabilities
+            )
+        return Routed(plan, classification, classify_s, needs)
 
     def plan(
         self,
-        req: ChatCompletionRequest,
+        req: Routable,
         classification: Classification,
         request_id: str,
         team: str | None = None,
         budget_used_fraction: float | None = None,
+        capabilities: Mapping[str, frozenset[str]] | None = None,
     ) -> RoutePlan:
         ctx = RequestContext(
-            text=req.last_user_text(),
+            text=req.routing_text(),
             pinned_model=pinned(req.model),
             team=team,
             user=req.user,
             request_id=request_id,
             budget_used_fraction=budget_used_fraction,
+            needs=req.needs(),
         )
-        return decide(self.policy, scores_of(classification), ctx, self.stats.snapshot())
+        return decide(
+            self.policy, scores_of(classification), ctx, self.stats.snapshot(), capabilities
+        )
 
     # ---- execution: the plan's chain, one attempt at a time ----------------------------------
     def params_for(self, req: ChatCompletionRequest, expert: str) -> GenerationParams:
@@ -220,6 +266,18 @@ class RouterService:
 
         expert, (first, rest), attempts = await self._first_answer(plan, trace, first_chunk)
         return OpenStream(expert, first, rest, attempts)
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        params: EmbeddingParams,
+        plan: RoutePlan,
+        trace: Trace = NO_TRACE,
+    ) -> tuple[str, Embeddings, list[Attempt]]:
+        def embed(expert: str) -> Awaitable[Embeddings]:
+            return self.experts[expert].embed(texts, params)
+
+        return await self._first_answer(plan, trace, embed)
 
     async def _first_answer(
         self, plan: RoutePlan, trace: Trace, attempt: Callable[[str], Awaitable[T]]

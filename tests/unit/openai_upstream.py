@@ -8,6 +8,7 @@ The fixtures (`upstream`, `client`, `make`) reach test modules through tests/uni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -257,23 +258,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_upstream() -> Iterator[Upstream]:
-    """Start the server in a thread for the duration of a fixture."""
+@contextlib.contextmanager
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a thread on a loopback port; yields its base URL."""
     import uvicorn
 
-    port = free_port()
-    up = Upstream(f"http://127.0.0.1:{port}/v1")
-    config = uvicorn.Config(make_app(up), host="127.0.0.1", port=port, log_level="critical")
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert server.started, "the fake upstream did not start"
-    yield up
-    server.should_exit = True
-    thread.join(timeout=5)
+    assert server.started, "the loopback server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+def serve_upstream() -> Iterator[Upstream]:
+    """Start the server in a thread for the duration of a fixture."""
+    port = free_port()
+    up = Upstream(f"http://127.0.0.1:{port}/v1")
+    with serving(make_app(up), port):
+        yield up
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def test_serve_config_validates_against_serve_schema(capsys) -> None:  # type: i
     app = schema.applications[0]
     assert app.import_path == "router.serving.app:app_builder"
     names = {d["name"] for d in doc["applications"][0]["deployments"]}
-    assert names == {"ingress", "expert-smollm2", "expert-generalist"}
+    assert names == {"ingress", "expert-smollm2", "expert-generalist", "expert-minilm"}
 
 
 def test_expert_scaling_and_resources_come_from_the_policy() -> None:

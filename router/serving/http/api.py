@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from router.continuous import feedback_api, status_api
 from router.errors import PayloadTooLarge
 from router.finance import access, spend_api
-from router.serving.http import chat, health, models
+from router.serving.http import chat, embeddings, health, models, responses
 from router.serving.http.errors import error_response, install_error_handlers
 from router.serving.http.state import AppState
 
@@ -62,7 +62,7 @@ def create_api(state: AppState) -> FastAPI:
     app = new_app(config.gateway.max_body_bytes)
     app.state.slm_router = state
     access.install(app, state.access)
-    for router in (chat.router, models.router, health.router):
+    for router in (chat.router, responses.router, embeddings.router, models.router, health.router):
         app.include_router(router)
     if state.spend is not None:
         spend_api.install(app, state.spend)
