@@ -6,10 +6,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.unit.openai_upstream import Upstream, serve_upstream
 from tests.unit.test_experts_tune_tiny import build_tiny_llama
 
 STARTUP_TIMEOUT_S = 240
@@ -58,6 +60,17 @@ experts:
   code-fake: {{backend: fake}}
   broken: {{backend: fake, fail: always}}
   general-fake: {{backend: fake, context_window: 64}}
+  up-tools:
+    backend: remote
+    model: openai/tools
+    api_base: {upstream}
+    price: {{input_per_1m: 1.0, output_per_1m: 2.0}}
+  minilm:
+    backend: local
+    kind: embedding
+    model: builtin:all-minilm-l6-v2
+    resources: {{num_cpus: 0.1}}
+    price: {{per_replica_hour: 0.05}}
 routing:
   fallback: general-fake
   routes:
@@ -143,7 +156,18 @@ def gateway_redis(redis_server) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def gateway_policy_text(tiny_model: Path, tiny_adapters: dict[str, Path], tiny_moe: Path) -> str:
+def session_upstream() -> Iterator[Upstream]:
+    """The OpenAI-compatible loopback server behind the session's remote expert `up-tools`."""
+    yield from serve_upstream()
+
+
+@pytest.fixture(scope="session")
+def gateway_policy_text(
+    tiny_model: Path,
+    tiny_adapters: dict[str, Path],
+    tiny_moe: Path,
+    session_upstream: Upstream,
+) -> str:
     """The session gateway's policy as YAML text (tests that apply policies restore it)."""
     return POLICY.format(
         tiny=tiny_model,
@@ -151,30 +175,20 @@ def gateway_policy_text(tiny_model: Path, tiny_adapters: dict[str, Path], tiny_m
         echo=tiny_adapters["echo"],
         moe=tiny_moe,
         placement="ingress",
+        upstream=session_upstream.base_url,
     )
 
 
 @pytest.fixture(scope="session")
 def gateway_url(  # type: ignore[no-untyped-def]
-    tiny_model: Path,
-    tiny_adapters: dict[str, Path],
-    tiny_moe: Path,
+    gateway_policy_text: str,
     gateway_redis: str,
     tmp_path_factory: pytest.TempPathFactory,
 ):
     from router.config import parse_policy
     from router.serving.server import start_gateway, stop_gateway, wait_ready
 
-    config = parse_policy(
-        POLICY.format(
-            tiny=tiny_model,
-            maths=tiny_adapters["maths"],
-            echo=tiny_adapters["echo"],
-            moe=tiny_moe,
-            placement="ingress",
-        ),
-        "test-policy.yaml",
-    )
+    config = parse_policy(gateway_policy_text, "test-policy.yaml")
     port = free_port()
     urls: list[str] = []
     t0 = time.monotonic()
