@@ -21,7 +21,7 @@ from experts.files import file_sha256
 log = logging.getLogger(__name__)
 
 # Bump when the conversion's output changes shape, so stale cache entries are not reused.
-_FORMAT = "hf-v1"
+_FORMAT = "hf-v2"
 _DONE_MARKER = "slm-router-source.json"
 
 
@@ -85,7 +85,7 @@ def _convert(gguf_path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = _plain_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name), gguf_path)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     _clean_copy(loaded).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -114,3 +114,59 @@ def _clean_copy(loaded: Any) -> Any:
         )
     clean.tie_weights()
     return clean
+
+
+def _plain_tokenizer(converted: Any, gguf_path: Path) -> Any:
+    """The GGUF's tokenizer as a plain fast tokenizer, special tokens from the GGUF's own ids.
+
+    transformers' GGUF mapping guesses a Python tokenizer class and special tokens; some releases
+    guess wrong (5.3 loads SmolLM2's byte-level BPE as CodeLlamaTokenizer, whose decoder leaves
+    'Ġ' in the text, with eos = <|im_start|>). The Rust tokenizer it builds is right, so keep only
+    that, wrapped in the generic class, and name the special tokens by the file's ids.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    vocab_size, ids, add_bos, model = _gguf_token_facts(gguf_path)
+    data = json.loads(converted.backend_tokenizer.to_str())
+    if not add_bos:  # the guessed class prepends a BOS the file says not to add
+        data["post_processor"] = None
+    if model == "gpt2":
+        # Byte-level BPE decodes with ByteLevel alone; the guessed SentencePiece steps in front
+        # of it make llguidance misread token bytes (JSON mode then fails on the first ':').
+        data["decoder"] = {
+            "type": "ByteLevel",
+            "add_prefix_space": True,
+            "trim_offsets": True,
+            "use_regex": True,
+        }
+    # The guessed class also adds its own tokens (CodeLlama's <PRE>/<MID>/...) past the file's
+    # vocabulary; the model has no embeddings for them and constrained decoding refuses them.
+    data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] < vocab_size]
+    backend = Tokenizer.from_str(json.dumps(data))
+    special = {
+        role: backend.id_to_token(idx)
+        for role, idx in ids.items()
+        if backend.id_to_token(idx) is not None
+    }
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend, **special)
+    plain.chat_template = getattr(converted, "chat_template", None)
+    return plain
+
+
+def _gguf_token_facts(gguf_path: Path) -> tuple[int, dict[str, int], bool, str]:
+    """The file's vocabulary size, special token ids by role, whether it adds a BOS, its model."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf_path)).fields
+    roles = {"bos_token": "bos", "eos_token": "eos", "unk_token": "unknown", "pad_token": "padding"}
+    found: dict[str, int] = {}
+    for role, key in roles.items():
+        field = fields.get(f"tokenizer.ggml.{key}_token_id")
+        if field is not None:
+            found[role] = int(field.contents())
+    add_bos = fields.get("tokenizer.ggml.add_bos_token")
+    adds = bool(add_bos.contents()) if add_bos is not None else False
+    kind = fields.get("tokenizer.ggml.model")
+    model = str(kind.contents()) if kind is not None else ""
+    return len(fields["tokenizer.ggml.tokens"].data), found, adds, model

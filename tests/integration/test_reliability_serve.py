@@ -208,10 +208,12 @@ def test_replica_killed_during_load_fails_over_and_is_replaced(rel: Rel) -> None
     assert victim not in after and len(after) == 2, f"not replaced: {after}"
     assert _running(dep) == 2
     print(f"replica replaced in {replaced_at - killed_at:.1f}s; {len(load.results)} requests")
-    # None failed, none hung: a request on the dead replica moved to the fallback in time.
+    # None failed, none hung. A request caught on the dead replica either moves to the fallback
+    # or is retried by Serve on the live one; which happens is a race, so both are fine.
     assert_all_ok(load.results, KILL_TIMEOUT_S + SLACK_S + 3)
     experts = {r.expert for r in load.results}
-    assert experts == {"local-tiny", "fallback"}, "no request failed over to the fallback"
+    assert experts <= {"local-tiny", "fallback"}, experts
+    print(f"{sum(r.expert == 'fallback' for r in load.results)} answered by the fallback")
     assert any(r.expert == "local-tiny" for r in load.results if r.started < killed_at)
     # Serve's replacement serves again (the tripped expert is retried after its 10 s pause).
     with httpx.Client(timeout=30) as client:

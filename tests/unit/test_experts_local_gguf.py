@@ -51,3 +51,19 @@ async def test_smollm2_gguf_answers() -> None:
         assert answer.prompt_tokens > 10 and answer.completion_tokens >= 1
     finally:
         await backend.aclose()
+
+
+@pytest.mark.slow
+def test_converted_tokenizer_matches_the_gguf_file() -> None:
+    """The saved tokenizer decodes byte-level BPE to text, names the file's special tokens and has
+    no tokens past the file's vocabulary, whatever class transformers guessed on conversion."""
+    from transformers import AutoTokenizer
+
+    folder = smollm2_dir()
+    tokenizer = AutoTokenizer.from_pretrained(materialize_gguf(str(folder), GGUF))
+    text = "The capital of France is Paris."
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.decode(ids) == text  # no 'Ġ', no BOS the file says not to add
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.bos_token == "<|im_start|>"
+    assert len(tokenizer) == 49152
+
