@@ -18,7 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 if TYPE_CHECKING:
+    from redis import Redis as SyncRedis
     from redis.asyncio import Redis
 
 DEFAULT_BINARY = "redis-server"
@@ -40,13 +43,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _client(host: str, port: int, timeout_s: float) -> SyncRedis:
+    """A short-lived synchronous client: readiness and shutdown run outside any event loop."""
+    from redis import Redis as _SyncRedis
+
+    return _SyncRedis(
+        host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+
+
 def _ping(host: str, port: int, timeout_s: float = 0.2) -> bool:
-    """A raw RESP PING so that readiness needs no client library or event loop."""
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as s:
-            s.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
+        with _client(host, port, timeout_s) as r:
+            return bool(r.ping())
+    except (RedisError, OSError):
         return False
 
 
@@ -60,16 +70,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _send(host: str, port: int, *words: str, timeout_s: float = 2.0) -> bytes:
-    payload = f"*{len(words)}\r\n".encode() + b"".join(
-        f"${len(w.encode())}\r\n".encode() + w.encode() + b"\r\n" for w in words
-    )
-    with socket.create_connection((host, port), timeout=timeout_s) as s:
-        s.sendall(payload)
-        try:
-            return s.recv(256)
-        except OSError:
-            return b""  # SHUTDOWN closes the socket without replying
+def _shutdown(host: str, port: int, timeout_s: float = 2.0) -> None:
+    """SHUTDOWN fsyncs the AOF before exiting; redis-py raises once the server hangs up."""
+    with contextlib.suppress(RedisError, OSError), _client(host, port, timeout_s) as r:
+        r.shutdown()
 
 
 class EmbeddedRedis:
@@ -194,9 +198,8 @@ class EmbeddedRedis:
         if proc.poll() is not None:
             return
         if self.port is not None:
-            with contextlib.suppress(OSError):
-                # SHUTDOWN fsyncs the AOF before exiting; plain SIGTERM does too, as a fallback.
-                _send(self.host, self.port, "SHUTDOWN")
+            # plain SIGTERM below fsyncs too, as a fallback
+            _shutdown(self.host, self.port)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
