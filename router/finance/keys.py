@@ -10,11 +10,17 @@ Layout (prefix `slm`):
   {p}:keys             set of key ids
   {p}:team:{team}      hash: budget_nano, period (day|month)
   {p}:teams            set of teams
+
+Team and key names are 1-64 characters of [A-Za-z0-9._-] (NAME_PATTERN): they end up in Redis
+keys, ledger dimensions, CSV cells and terminal tables, where a newline, a separator or a
+leading '=' would break or forge rows. A key's name (a label for humans) may also be empty and
+contain spaces (LABEL_PATTERN), but not at its ends.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,6 +35,24 @@ if TYPE_CHECKING:
 
 Period = Literal["day", "month"]
 KEY_PREFIX = "sk-slm-"
+NAME_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+LABEL_PATTERN = r"[A-Za-z0-9._-]([A-Za-z0-9._ -]{0,62}[A-Za-z0-9._-])?"
+_NAME_RE = re.compile(NAME_PATTERN)
+_LABEL_RE = re.compile(LABEL_PATTERN)
+
+
+def check_name(value: str, what: str = "team", *, label: bool = False) -> str:
+    """`value` if it is a valid team name (or, with `label`, key label), else ValueError."""
+    if label and value == "":
+        return value
+    pattern, chars = (
+        (_LABEL_RE, "A-Z a-z 0-9 . _ - and inner spaces")
+        if label
+        else (_NAME_RE, "A-Z a-z 0-9 . _ -")
+    )
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"invalid {what} name {value!r}: use 1 to 64 of the characters {chars}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -96,8 +120,8 @@ class KeyStore:
         name: str = "",
     ) -> CreatedKey:
         """A new key for `team`; a budget given here becomes the team's (shared by its keys)."""
-        if not team:
-            raise ValueError("team must not be empty")
+        check_name(team)
+        check_name(name, "key", label=True)
         if rpm < 0 or tpm < 0:
             raise ValueError("rpm and tpm must be >= 0")
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -195,6 +219,7 @@ class KeyStore:
         self, team: str, budget_usd: float | str | Decimal | None, period: Period = "month"
     ) -> None:
         """Set (or with None, remove) a team's budget; it applies from the next admission."""
+        check_name(team)
         if period not in ("day", "month"):
             raise ValueError("period must be 'day' or 'month'")
         key = f"{self.prefix}:team:{team}"

@@ -137,8 +137,18 @@ def spend_csv(rows: Sequence[TotalsRow], group_by: str | Sequence[str]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*dims, *CSV_METRIC_COLUMNS])
     for row in rows:
-        writer.writerow([*row.group, *_csv_cells(row)])
+        writer.writerow([*(_csv_text(g) for g in row.group), *_csv_cells(row)])
     return buf.getvalue()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(cell: str) -> str:
+    """A text cell a spreadsheet will not run: one starting like a formula gets a leading quote
+    (OWASP's advice). Only the group cells are text; the metric cells are numbers we print."""
+    text = str(cell)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def spend_table(rows: Sequence[TotalsRow], group_by: str | Sequence[str]) -> str:

@@ -38,6 +38,24 @@ def _count_arg(text: str) -> int:
     return int(text)
 
 
+def _team_arg(text: str) -> str:
+    from router.finance.keys import check_name
+
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _label_arg(text: str) -> str:
+    from router.finance.keys import check_name
+
+    try:
+        return check_name(text, "key", label=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---- keys ----------------------------------------------------------------------------------------
 
 
@@ -171,18 +189,18 @@ def _keys_budget(args: argparse.Namespace) -> int:
 def add_key_subcommands(sub: Any) -> None:
     """`keys create|list|revoke|budget` on the subparsers of a `keys` command."""
     p = sub.add_parser("create", help="create an API key (printed once) for a team")
-    p.add_argument("--team", required=True)
+    p.add_argument("--team", required=True, type=_team_arg)
     p.add_argument("--budget-usd", type=_usd_arg, help="set the team's budget (shared by its keys)")
     p.add_argument("--period", choices=("day", "month"), default="month")
     p.add_argument("--rpm", type=_count_arg, default=0, help="requests per minute (0: unlimited)")
     p.add_argument("--tpm", type=_count_arg, default=0, help="tokens per minute (0: unlimited)")
     p.add_argument("--admin", action="store_true", help="may read spend and manage the gateway")
-    p.add_argument("--name", default="", help="a label for humans")
+    p.add_argument("--name", default="", type=_label_arg, help="a label for humans")
     add_redis_args(p)
     p.set_defaults(func=_keys_create)
 
     p = sub.add_parser("list", help="list keys (never the keys themselves: only hashes are kept)")
-    p.add_argument("--team")
+    p.add_argument("--team", type=_team_arg)
     p.add_argument("--all", action="store_true", help="include revoked keys")
     p.add_argument("--json", action="store_true")
     add_redis_args(p)
@@ -194,7 +212,7 @@ def add_key_subcommands(sub: Any) -> None:
     p.set_defaults(func=_keys_revoke)
 
     p = sub.add_parser("budget", help="set or clear a team's budget")
-    p.add_argument("--team", required=True)
+    p.add_argument("--team", required=True, type=_team_arg)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--budget-usd", type=_usd_arg)
     group.add_argument("--clear", action="store_true")
@@ -238,7 +256,7 @@ def add_spend_subcommands(sub: Any) -> None:
     )
     p.add_argument("--from", dest="from_", metavar="YYYY-MM-DD", help="first UTC day (inclusive)")
     p.add_argument("--to", metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
-    p.add_argument("--team")
+    p.add_argument("--team", type=_team_arg)
     p.add_argument("--csv", action="store_true", help="CSV, as GET /v1/spend.csv")
     add_redis_args(p)
     p.set_defaults(func=_spend_report)
