@@ -37,9 +37,15 @@ def _wait_for_signal(tick: Callable[[], None] | None) -> None:
 
 
 def _serve_config(args: argparse.Namespace) -> int:
-    from router.serving.server import serve_config_yaml
+    from router.serving.server import serve_config, serve_config_yaml
 
     config = load_policy(args.policy)
+    if args.format == "rayservice":  # KubeRay: the same config as serveConfigV2 (docs/DEPLOY.md)
+        from router.ops.rayservice import RayServiceOptions, rayservice_yaml
+
+        opts = RayServiceOptions(name=args.name, image=args.image)
+        print(rayservice_yaml(serve_config(config, args.host, args.port), opts), end="")
+        return 0
     print(serve_config_yaml(config, host=args.host, port=args.port), end="")
     return 0
 
@@ -55,6 +61,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--policy", type=Path, default=default_policy_path())
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--format", choices=("serve", "rayservice"), default="serve")
+    p.add_argument("--image", default="slm-router:latest", help="rayservice: the pods' image")
+    p.add_argument("--name", default="slm-router", help="rayservice: metadata.name")
     p.set_defaults(func=_serve_config)
 
 
