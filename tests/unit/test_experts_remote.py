@@ -16,6 +16,7 @@ from experts.errors import (
 )
 from experts.registry import build_backend
 from experts.spec import ExpertSpec
+from experts.upstream import RETRY_CAP_S, backoff_s, parse_retry_after
 from tests.unit.openai_upstream import REPLY_WORDS, Make, Upstream, free_port
 
 USER = [Message("user", "say something nice")]
@@ -113,3 +114,33 @@ def test_info_and_counting(make: Make) -> None:
     info = b.info()
     assert (info.backend, info.model, info.context_window) == ("remote", "openai/echo", 4096)
     assert b.count_prompt_tokens(USER) > 0
+
+
+# -- retry timing (pure functions: the random part is passed in) ------------------------------
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 1.0])
+def test_retry_after_is_waited_at_least_and_spread_by_jitter(rand: float) -> None:
+    wait = backoff_s(0, 2.0, rand=lambda: rand)
+    assert wait == pytest.approx(2.0 + rand * 0.2)  # never earlier, at most 10% later
+
+
+def test_backoff_without_retry_after_is_jittered_exponential_and_capped() -> None:
+    lows = [backoff_s(a, None, rand=lambda: 0.0) for a in range(8)]
+    highs = [backoff_s(a, None, rand=lambda: 1.0) for a in range(8)]
+    assert lows[:3] == pytest.approx([0.05, 0.1, 0.2])
+    assert highs[:3] == pytest.approx([0.1, 0.2, 0.4])
+    assert max(h for h in highs if h is not None) == RETRY_CAP_S
+
+
+def test_retry_after_beyond_the_cap_gives_up() -> None:
+    assert backoff_s(0, RETRY_CAP_S + 1) is None
+
+
+def test_retry_after_headers_are_parsed() -> None:
+    assert parse_retry_after({"Retry-After": "3"}) == 3.0
+    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    date = "Wed, 21 Oct 2015 07:28:10 GMT"
+    assert parse_retry_after({"Retry-After": date}, now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after(None) is None
