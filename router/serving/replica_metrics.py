@@ -23,14 +23,19 @@ from router.serving.telemetry import Metrics
 REPLICA_LABEL = "replica"
 
 
-def replica_id() -> str:
-    """Serve's id of this replica; outside Serve (in-process use, tests) host:pid."""
+def serve_replica_id() -> str | None:
+    """Serve's id of this replica, None outside a Serve replica."""
     try:
         from ray import serve
 
         return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:  # not in a replica: Serve raises RayServeException, or Ray is absent
-        return f"{socket.gethostname()}:{os.getpid()}"
+        return None
+
+
+def replica_id() -> str:
+    """Serve's id of this replica; outside Serve (in-process use, tests) host:pid."""
+    return serve_replica_id() or f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _Labelled(Collector):
@@ -60,3 +65,19 @@ def label_replica(metrics: Metrics, replica: str | None = None) -> str:
     rid = replica or replica_id()
     metrics.registry = labelled_registry(metrics.registry, {REPLICA_LABEL: rid})
     return rid
+
+
+def share_with_peers(metrics: Metrics, redis_url: str | None, prefix: str = "slm") -> bool:
+    """In a Serve replica with a Redis: every scrape shows every ingress replica's series.
+
+    Outside Serve there is one process and so no peers; without Redis, each replica's own."""
+    rid = serve_replica_id()
+    if rid is None or not redis_url:
+        return False
+    from router.serving.metrics_peers import PeerMetrics, peered_registry
+
+    label_replica(metrics, rid)
+    peers = PeerMetrics(metrics.registry, rid, redis_url, key=f"{prefix}:metrics:replicas")
+    metrics.registry = peered_registry(peers)
+    peers.start()
+    return True

@@ -22,7 +22,7 @@ from router.serving.callers import (
 )
 from router.serving.gateway import Gateway
 from router.serving.http.state import AppState
-from router.serving.replica_metrics import label_replica
+from router.serving.replica_metrics import label_replica, share_with_peers
 from router.serving.service import RouterService
 from router.serving.telemetry import Telemetry
 
@@ -99,7 +99,9 @@ def build_state(
             experts[name] = InProcessExpert(build_backend(name, spec), adapter)
     classifier = build_classifier_caller(config, classifier_handle)
     telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
-    label_replica(telemetry.metrics)  # several ingress replicas: distinct series per replica
+    # Several ingress replicas: distinct series per replica, and each scrape shows them all.
+    if not share_with_peers(telemetry.metrics, redis_url):
+        label_replica(telemetry.metrics)
     books = build_books(config, telemetry, redis_url)
     continuous = Continuous(config, classifier, build_candidate(config), books.feedback)
     continuous.register_gauges(telemetry.metrics.provider.get_meter("slm_router"))
