@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from router.continuous.spec import FeedbackPolicy
 from router.errors import InvalidRequest, NotFound
@@ -45,12 +46,35 @@ LabelSource = Literal["correction", "confirmed"]
 DEFAULT_RETENTION_S = 400 * 24 * 3600
 
 
+# A request id: the gateway's (32 hex digits) or a client's own valid X-Request-Id. No ':' and
+# not "idx", so that an id can never name another of the store's keys ({p}:fb:idx, fb:req:...).
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+COMPLETION_PREFIXES = ("chatcmpl-",)
+RESERVED_IDS = frozenset({"idx", "req"})
+
+
+def clean_request_id(value: str) -> str | None:
+    """The request id `value` names (a chat completion's `id` is "chatcmpl-<request id>"), or
+    None when it is not one."""
+    for prefix in COMPLETION_PREFIXES:
+        if value.startswith(prefix):
+            value = value[len(prefix) :]
+            break
+    if not REQUEST_ID.fullmatch(value) or value in RESERVED_IDS:
+        return None
+    return value
+
+
 class FeedbackIn(BaseModel):
     """POST /v1/feedback body."""
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    request_id: str = Field(
+        min_length=1,
+        max_length=160,
+        description="The answer's x-request-id, or the chat completion's `id` (chatcmpl-...).",
+    )
     rating: Literal[-1, 0, 1] | None = Field(None, description="-1 bad, 0 neutral, +1 good.")
     correct_domain: str | None = Field(None, min_length=1, max_length=128)
     correct_expert: str | None = Field(None, min_length=1, max_length=128)
@@ -58,6 +82,14 @@ class FeedbackIn(BaseModel):
     text: str | None = Field(
         None, max_length=20_000, description="The prompt, if the gateway did not keep it."
     )
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, value: str) -> str:
+        rid = clean_request_id(value)
+        if rid is None:
+            raise ValueError("not a request id: send the answer's x-request-id or its `id`")
+        return rid
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackIn:

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from router.continuous.feedback import FeedbackIn, FeedbackRecord, FeedbackStore
+from router.continuous.feedback import FeedbackIn, FeedbackRecord, FeedbackStore, clean_request_id
+from router.continuous.metering import metered
 from router.errors import InvalidRequest, NotFound
-from router.finance.access import NO_STORE, caller, private
+from router.finance.access import NO_STORE, private
 
 MAX_BODY = 64_000
 router = APIRouter(dependencies=[Depends(private)])
@@ -98,7 +99,7 @@ def feedback_json(rec: FeedbackRecord) -> dict[str, Any]:
 
 @router.post("/v1/feedback")
 async def post_feedback(request: Request) -> Response:
-    key = await caller(request)
+    key = await metered(request)
     fb = await _body(request)
     desk = _desk(request)
     rec = await desk.store.submit(fb, key, domains=desk.domains, experts=desk.experts)
@@ -107,8 +108,14 @@ async def post_feedback(request: Request) -> Response:
 
 @router.get("/v1/feedback/{request_id}")
 async def get_feedback(request_id: str, request: Request) -> Response:
-    key = await caller(request)
-    rec = await _desk(request).store.get(request_id)
+    key = await metered(request)
+    rid = clean_request_id(request_id)
+    if rid is None:
+        raise InvalidRequest(
+            "request_id: not a request id (letters, digits, '_', '.', '-'; at most 128)",
+            param="request_id",
+        )
+    rec = await _desk(request).store.get(rid)
     if rec is None or (key is not None and not key.admin and rec.team != key.team):
         raise NotFound(f"no feedback for request {request_id!r}", param="request_id")
     return JSONResponse(feedback_json(rec), headers=NO_STORE)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from router.finance.access import NO_STORE, caller
+from router.continuous.metering import metered
+from router.finance.access import NO_STORE
 
 if TYPE_CHECKING:
     from router.continuous.live import Continuous
@@ -27,6 +28,6 @@ def install(app: FastAPI, continuous: Continuous) -> None:
 
 @router.get("/v1/router/status", response_model=None)
 async def status(request: Request) -> Response:
-    await caller(request)
+    await metered(request)
     continuous: Continuous = request.app.state.continuous
     return JSONResponse(continuous.status(), headers=NO_STORE)

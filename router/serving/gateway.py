@@ -18,9 +18,11 @@ from typing import Any, Protocol
 
 from experts.base import Completion, StreamChunk
 from policies.types import RoutePlan
+from router.continuous.feedback import clean_request_id
 from router.errors import envelope
 from router.serving.accounting import Accounting, Outcome, Ticket
 from router.serving.catalog import Describable
+from router.serving.http.headers import clean
 from router.serving.openai_embeddings import EmbeddingsRequest, embeddings_body
 from router.serving.openai_render import ChatRender
 from router.serving.openai_types import ChatCompletionRequest
@@ -53,19 +55,21 @@ class Render(Protocol):
     def writer(self, expert: str) -> StreamWriter: ...
 
 
-def _header_safe(text: str, limit: int = 300) -> str:
-    """Header values must be latin-1 and single-line."""
-    text = " ".join(text.split())[:limit]
-    return text.encode("latin-1", "replace").decode("latin-1")
-
-
 def routing_headers(routed: Routed, expert: str, request_id: str) -> dict[str, str]:
     return {
-        "x-slm-router-expert": _header_safe(expert),
-        "x-slm-router-domain": _header_safe(routed.plan.domain),
-        "x-slm-router-reason": _header_safe(routed.plan.reason),
+        "x-slm-router-expert": clean(expert),
+        "x-slm-router-domain": clean(routed.plan.domain),
+        "x-slm-router-reason": clean(routed.plan.reason),
         "x-request-id": request_id,
     }
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """The client's own X-Request-Id when it is a valid id (Serve's proxy sets one when the
+    client did not), else a new one: the id of the ledger record, spans, logs and feedback."""
+    given = headers.get("x-request-id")
+    rid = clean_request_id(given) if given and not given.startswith("chatcmpl-") else None
+    return rid or uuid.uuid4().hex
 
 
 @dataclass
@@ -98,7 +102,7 @@ class Gateway:
     ) -> tuple[Ticket, Routed | None]:
         self.service.check(req)
         acct = self.accounting
-        ticket = await acct.open(headers, request_id=uuid.uuid4().hex, **sizes)
+        ticket = await acct.open(headers, request_id=request_id_of(headers), **sizes)
         with acct.current(ticket):
             try:
                 routed = await self.service.route(
@@ -125,7 +129,6 @@ class Gateway:
         self, req: ChatCompletionRequest, headers: Mapping[str, str], render: Render | None = None
     ) -> ChatResult:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        render = render or ChatRender(include_usage)
         ticket, routed = await self._open(
             req,
             headers,
@@ -135,6 +138,8 @@ class Gateway:
             max_tokens=req.max_tokens_or(256),
         )
         assert routed is not None
+        # The completion's `id` names the request, so feedback can be given with either.
+        render = render or ChatRender(include_usage, f"chatcmpl-{ticket.request_id}")
         plan, acct = routed.plan, self.accounting
         with acct.current(ticket):
             try:

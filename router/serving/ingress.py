@@ -27,4 +27,4 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Any:
         from router.serving.http.api import create_api
 
-        return create_api(self.state)
+        return create_api(self.state, behind_serve=True)  # Serve sets x-request-id

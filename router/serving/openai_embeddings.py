@@ -23,7 +23,7 @@ class EmbeddingsRequest(BaseModel):
         ..., description="Text or a list of texts (token-id arrays are refused: send text)."
     )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=65_536)
     user: str | None = Field(None, max_length=256)
 
     def texts(self) -> list[str]:

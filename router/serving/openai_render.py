@@ -91,21 +91,22 @@ def _chunk(req_id: str, model: str, created: int, choices: list[Any]) -> dict[st
 class ChatRender:
     """chat.completion bodies and chat.completion.chunk streams (the Gateway's default)."""
 
-    def __init__(self, include_usage: bool = False) -> None:
+    def __init__(self, include_usage: bool = False, completion_id: str | None = None) -> None:
         self.include_usage = include_usage
+        self.completion_id = completion_id  # the Gateway's: "chatcmpl-<request id>"
 
     def body(self, expert: str, c: Completion) -> dict[str, Any]:
-        return completion_body(new_id(), expert, c)
+        return completion_body(self.completion_id or new_id(), expert, c)
 
     def writer(self, expert: str) -> ChatStreamWriter:
-        return ChatStreamWriter(expert, self.include_usage)
+        return ChatStreamWriter(expert, self.include_usage, self.completion_id)
 
 
 class ChatStreamWriter:
     """The SSE events of one chat stream, in order: start, pieces, then finish or failed."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.rid, self.created, self.model = new_id(), int(time.time()), model
+    def __init__(self, model: str, include_usage: bool, completion_id: str | None = None) -> None:
+        self.rid, self.created, self.model = completion_id or new_id(), int(time.time()), model
         self.include_usage = include_usage
 
     def start(self) -> list[bytes]:

@@ -28,6 +28,10 @@ from router.errors import InvalidRequest
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
+# Integer bounds, so no client number overflows what it feeds (a Redis 64-bit counter, an
+# engine's int32): no expert here has a window near a million tokens.
+MAX_TOKENS = 1_000_000
+INT64 = 2**63 - 1
 
 
 class _Open(BaseModel):
@@ -154,12 +158,12 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64 - 1, le=INT64)
     user: str | None = Field(None, max_length=256)
     n: int = Field(1, ge=1, le=1)
     tools: list[ToolDef] | None = Field(None, max_length=128)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import InvalidRequest
-from router.serving.openai_types import NAME, ChatCompletionRequest
+from router.serving.openai_types import MAX_TOKENS, NAME, ChatCompletionRequest
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 # Fields that need what a gateway in front of stateless experts does not have.
@@ -85,7 +85,7 @@ class ResponsesRequest(_Open):
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_logprobs: int | None = Field(None, ge=0, le=20)

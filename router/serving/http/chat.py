@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from router.config import AppConfig
+from router.continuous.metering import metered
 from router.errors import InvalidRequest
-from router.finance.access import caller
 from router.serving.gateway import ChatResult
 from router.serving.http.state import app_state
 from router.serving.openai_types import ChatCompletionRequest
@@ -41,7 +41,7 @@ async def chat(body: ChatCompletionRequest, request: Request) -> Response:
 
 @router.post("/v1/route", response_model=None)
 async def route(body: ChatCompletionRequest, request: Request) -> Response:
-    await caller(request)
+    await metered(request)
     check_request(body)
     return JSONResponse(await app_state(request).gateway.route(body))
 

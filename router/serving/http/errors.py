@@ -67,6 +67,15 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     return InvalidRequest(f"{param or 'body'}: {msg}{more}", param=param or None)
 
 
+class Refused(StarletteHTTPException):
+    """An APIError raised while FastAPI reads the body (which would turn any other exception
+    into a plain 400): carried through to `_http`, rendered as itself."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.status_code, error.message)
+        self.error = error
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return error_response(validation_error(exc), request.scope)
@@ -74,6 +83,8 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, Refused):
+        return error_response(exc.error, request.scope)
     if exc.status_code == 413:
         return error_response(PayloadTooLarge(str(exc.detail)), request.scope)
     etype = "invalid_request_error" if exc.status_code < 500 else "server_error"

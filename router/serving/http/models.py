@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from router.finance.access import caller
+from router.continuous.metering import metered
 from router.serving.http.state import app_state
 
 router = APIRouter()
@@ -14,5 +14,5 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
-    await caller(request)
+    await metered(request)
     return await app_state(request).gateway.models()
