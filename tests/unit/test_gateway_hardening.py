@@ -76,7 +76,8 @@ async def test_huge_max_tokens_is_a_400_not_a_503(gw) -> None:  # type: ignore[n
     client, keys = gw
     auth = await _auth(keys)
     for field in ("max_tokens", "max_completion_tokens", "seed"):
-        r = await client.post("/v1/chat/completions", json=chat(**{field: 10**20}), headers=auth)
+        body = {**chat(), field: 10**20}
+        r = await client.post("/v1/chat/completions", json=body, headers=auth)
         _is_envelope(r, 400)
         assert r.json()["error"]["param"] == field
     r = await client.post(
