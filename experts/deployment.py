@@ -70,6 +70,8 @@ def deployment_options(name: str, spec: ExpertSpec) -> dict[str, object]:
         actor["num_gpus"] = spec.resources.num_gpus
     if spec.resources.memory_gb:
         actor["memory"] = int(spec.resources.memory_gb * 1024**3)
+    if spec.resources.custom:
+        actor["resources"] = dict(spec.resources.custom)
     opts: dict[str, object] = {
         "name": f"expert-{name}",
         "max_ongoing_requests": spec.max_ongoing_requests,

@@ -33,6 +33,11 @@ class ResourceSpec(_Strict):
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0, description="Fractions share one GPU between replicas.")
     memory_gb: float | None = Field(None, gt=0)
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources, e.g. {gpu_node: 0.01}: pins replicas to nodes started "
+        "with them (docs/DEPLOY.md).",
+    )
 
 
 class PriceSpec(_Strict):
