@@ -100,7 +100,7 @@ def envelope(ctx: Any, response: Any, case: Any) -> bool | None:
 def test_every_operation(app: Any, mode: str) -> None:
     from schemathesis import GenerationMode
 
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    schema: Any = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {op.label for op in operations}
     assert labels >= {
