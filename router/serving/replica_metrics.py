@@ -33,6 +33,16 @@ def serve_replica_id() -> str | None:
         return None
 
 
+def serve_app_name() -> str | None:
+    """Serve's name of this replica's application, None outside a Serve replica."""
+    try:
+        from ray import serve
+
+        return str(serve.get_replica_context().app_name)
+    except Exception:  # not in a replica (see serve_replica_id)
+        return None
+
+
 def replica_id() -> str:
     """Serve's id of this replica; outside Serve (in-process use, tests) host:pid."""
     return serve_replica_id() or f"{socket.gethostname()}:{os.getpid()}"
@@ -77,7 +87,10 @@ def share_with_peers(metrics: Metrics, redis_url: str | None, prefix: str = "slm
     from router.serving.metrics_peers import PeerMetrics, peered_registry
 
     label_replica(metrics, rid)
-    peers = PeerMetrics(metrics.registry, rid, redis_url, key=f"{prefix}:metrics:replicas")
+    # One hash per application: two gateways sharing a Redis (staging and prod, or a second app
+    # on the same cluster) must not show each other's replicas.
+    key = f"{prefix}:metrics:replicas:{serve_app_name() or 'default'}"
+    peers = PeerMetrics(metrics.registry, rid, redis_url, key=key)
     metrics.registry = peered_registry(peers)
     peers.start()
     return True
