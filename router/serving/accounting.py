@@ -7,11 +7,12 @@ Every part is optional, so the same gateway runs with no Redis (tests, a bare la
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from router.finance.access import Access
@@ -25,11 +26,41 @@ if TYPE_CHECKING:
     from router.finance.budgets import Limiter, Reservation
     from router.finance.keys import KeyInfo
     from router.finance.ledger import Ledger
+    from router.serving.openai_types import ChatCompletionRequest
     from router.serving.service import Routed
     from router.serving.telemetry import Telemetry
 
 log = logging.getLogger("slm_router")
 ANONYMOUS_TEAM = "default"
+
+# Admission reserves an upper bound, never a guess (docs/ARCHITECTURE.md, "Budgets"): every
+# tokenizer we serve (byte-level BPE, SentencePiece with byte fallback) spends at most one token
+# per UTF-8 byte of text, plus what the chat template adds around each message and the prompt.
+MESSAGE_OVERHEAD_TOKENS = 16
+PROMPT_OVERHEAD_TOKENS = 64
+IMAGE_TOKENS = 2048  # a vision expert's tiles for one image part, whatever its URL's length
+# An expert without `context_window` is assumed to be able to write this much; a request's
+# max_tokens beyond an expert's window is capped to it before estimating.
+DEFAULT_WINDOW_TOKENS = 1 << 20
+_MAX_ESTIMATE = (1 << 53) - 1  # Lua numbers are doubles: keep every reservation exact
+
+
+def chat_prompt_bound(req: ChatCompletionRequest) -> int:
+    """At most how many tokens the request's prompt can be: every message as JSON (role, name,
+    content, tool calls), the tool definitions and the response format, in UTF-8 bytes."""
+    msgs = [m.model_dump_json(exclude_none=True) for m in req.messages]
+    extra = [t.model_dump_json() for t in req.tools or ()]
+    if req.response_format is not None:
+        extra.append(req.response_format.model_dump_json())
+    images = sum(m.count('"image_url"') for m in msgs)
+    return texts_prompt_bound([*msgs, *extra]) + images * IMAGE_TOKENS
+
+
+def texts_prompt_bound(texts: Iterable[str]) -> int:
+    """The bound for a list of texts (messages, or the inputs of an embeddings call)."""
+    items = list(texts)
+    body = sum(len(t.encode("utf-8", "surrogatepass")) for t in items)
+    return body + MESSAGE_OVERHEAD_TOKENS * len(items) + PROMPT_OVERHEAD_TOKENS
 
 
 @dataclass
@@ -44,6 +75,7 @@ class Ticket:
     span: Span | None = None
     first_token_at: float | None = None
     closed: bool = False
+    prompt_bound: int = 0  # admission's upper bound, billed when the real count never came
 
     @property
     def team(self) -> str:
@@ -85,6 +117,7 @@ class Accounting:
         self.ledger = ledger
         self.limiter = limiter
         self._ledger_started = False
+        self._closing: set[asyncio.Future[None]] = set()  # closes outliving a cancelled caller
         baseline = config.gateway.baseline_expert or config.routing.fallback
         self.baseline_price = config.experts[baseline].price if baseline in config.experts else None
 
@@ -96,21 +129,21 @@ class Accounting:
         request_id: str,
         model: str,
         stream: bool,
-        prompt_chars: int,
-        max_tokens: int,
+        prompt_tokens: int,
+        max_tokens: int | None,
     ) -> Ticket:
-        ticket = Ticket(request_id, model, stream)
+        """`prompt_tokens`: an upper bound (chat_prompt_bound); `max_tokens`: the request's, or
+        None when unset (each expert's own default then applies)."""
+        ticket = Ticket(request_id, model, stream, prompt_bound=prompt_tokens)
         if self.telemetry is not None:
             ticket.span = self.telemetry.start_request_span(
-                headers, model=model, request_id=request_id, max_tokens=max_tokens
+                headers, model=model, request_id=request_id, max_tokens=max_tokens or 0
             )
         try:
             ticket.key = await self.access.authenticate(headers.get("authorization"))
             if ticket.key is not None and self.limiter is not None:
-                estimate = self._estimate(prompt_chars, max_tokens)
-                ticket.reservation = await self.limiter.admit(
-                    ticket.key, estimate, prompt_chars // 4 + max_tokens
-                )
+                nano, tokens = self.estimate(prompt_tokens, max_tokens)
+                ticket.reservation = await self.limiter.admit(ticket.key, nano, tokens)
         except BaseException as exc:
             self._end_span(ticket, exc)
             raise
@@ -118,17 +151,18 @@ class Accounting:
             ticket.span.set_attribute("slm_router.team", ticket.team)
         return ticket
 
-    def _estimate(self, prompt_chars: int, max_tokens: int) -> int:
-        """Worst case over the experts, so a budget can't be overshot by a routing surprise.
-        Prompt tokens are estimated at 4 characters each before tokenising."""
-        prompt_tokens = prompt_chars // 4 + 1
-        return max(
-            (
-                estimate_nano(s.price, prompt_tokens, max_tokens)
-                for s in self.config.experts.values()
-            ),
-            default=0,
-        )
+    def estimate(self, prompt_tokens: int, max_tokens: int | None) -> tuple[int, int]:
+        """(nano-USD, tokens) to reserve: the worst case over the experts a request may land on
+        (routing, fallback), each with its output capped to its window, so that a budget is
+        overshot by at most one admitted request whatever its shape."""
+        worst_nano, worst_tokens = 0, 0
+        for spec in self.config.experts.values():
+            window = spec.effective_context_window or DEFAULT_WINDOW_TOKENS
+            out = spec.max_tokens_default if max_tokens is None else max_tokens
+            inp, out = min(prompt_tokens, window), min(max(out, 0), window)
+            worst_nano = max(worst_nano, estimate_nano(spec.price, inp, out))
+            worst_tokens = max(worst_tokens, inp + out)
+        return min(worst_nano, _MAX_ESTIMATE), min(worst_tokens, _MAX_ESTIMATE)
 
     # ---- tracing helpers ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -173,10 +207,23 @@ class Accounting:
 
     # ---- closing -------------------------------------------------------------------------
     async def close(self, ticket: Ticket, outcome: Outcome) -> None:
-        """Settle, record and end the trace, once; never raises."""
+        """Settle, record and end the trace, once; never raises.
+
+        A client that hangs up mid-stream gets this task cancelled while it settles; the work
+        runs in a task of its own under shield(), so the settle and the ledger record still land.
+        """
         if ticket.closed:
             return
         ticket.closed = True
+        task = asyncio.ensure_future(self._close_once(ticket, outcome))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        await asyncio.shield(task)
+
+    async def _close_once(self, ticket: Ticket, outcome: Outcome) -> None:
+        if outcome.status == 499 and outcome.prompt_tokens == 0:
+            # Abandoned before the upstream's usage arrived: bill the prompt at its bound.
+            outcome = replace(outcome, prompt_tokens=ticket.prompt_bound)
         try:
             with self.current(ticket):
                 await self._close(ticket, outcome)

@@ -13,14 +13,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from experts.base import Completion, StreamChunk
 from policies.types import RoutePlan
 from router.continuous.feedback import clean_request_id
 from router.errors import envelope
-from router.serving.accounting import Accounting, Outcome, Ticket
+from router.serving.accounting import (
+    Accounting,
+    Outcome,
+    Ticket,
+    chat_prompt_bound,
+    texts_prompt_bound,
+)
 from router.serving.catalog import Describable
 from router.serving.http.headers import clean
 from router.serving.openai_embeddings import EmbeddingsRequest, embeddings_body
@@ -134,8 +140,8 @@ class Gateway:
             headers,
             model=req.model or "auto",
             stream=req.stream,
-            prompt_chars=_prompt_chars(req),
-            max_tokens=req.max_tokens_or(256),
+            prompt_tokens=chat_prompt_bound(req),
+            max_tokens=req.max_completion_tokens or req.max_tokens,  # None: expert's default
         )
         assert routed is not None
         # The completion's `id` names the request, so feedback can be given with either.
@@ -209,7 +215,10 @@ class Gateway:
             for event in writer.finish(finish, prompt_tokens, completion_tokens):
                 yield event
         finally:
-            # Also runs when the client disconnects (status 499): the record is never dropped.
+            # Also runs when the client disconnects (status 499): the record is never dropped,
+            # and it bills the tokens the client was sent (accounting fills in the prompt).
+            if outcome.status == 499:
+                outcome = replace(outcome, completion_tokens=completion_tokens)
             await self.accounting.close(ticket, outcome)
 
     # ---- embeddings ----------------------------------------------------------------------
@@ -220,7 +229,7 @@ class Gateway:
             headers,
             model=req.model or "auto",
             stream=False,
-            prompt_chars=sum(len(t) for t in texts),
+            prompt_tokens=texts_prompt_bound(texts),
             max_tokens=0,
         )
         assert routed is not None
@@ -309,12 +318,3 @@ class Gateway:
         names = list(self.config.experts)
         results = await asyncio.gather(*(one(n) for n in names))
         return dict(zip(names, results, strict=True))
-
-
-def _prompt_chars(req: ChatCompletionRequest) -> int:
-    """What the prompt weighs before tokenising, for the admission estimate: the messages' text
-    and the tool definitions an expert also reads."""
-    chars = sum(len(m.text()) for m in req.messages)
-    for tool in req.tools or ():
-        chars += len(tool.model_dump_json())
-    return chars

@@ -66,4 +66,3 @@ def test_converted_tokenizer_matches_the_gguf_file() -> None:
     assert tokenizer.decode(ids) == text  # no 'Ġ', no BOS the file says not to add
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.bos_token == "<|im_start|>"
     assert len(tokenizer) == 49152
-
