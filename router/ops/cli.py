@@ -20,6 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
     from router.serving.runtime import apply_airgap_env
 
     apply_airgap_env()
+    if args.data_plane:  # read by start_gateway before Ray starts (router/serving/dataplane.py)
+        os.environ["SLM_ROUTER_DATA_PLANE"] = args.data_plane
     config = load_policy(args.policy)
     from router.serving.server import run_gateway
 
@@ -56,6 +58,12 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--watch", action="store_true", help="apply the policy file when it changes")
+    p.add_argument(
+        "--data-plane",
+        choices=("haproxy", "proxy"),
+        help="HTTP from --port to the ingress: haproxy (default) or Serve's proxy actor "
+        "(env SLM_ROUTER_DATA_PLANE; docs/ARCHITECTURE.md)",
+    )
     p.set_defaults(func=_serve)
     p = sub.add_parser("serve-config", help="print a Ray Serve config for `serve deploy`")
     p.add_argument("--policy", type=Path, default=default_policy_path())

@@ -25,6 +25,7 @@ def _say(msg: str) -> None:
 
 _EMBEDDED: list[Any] = []
 _REDIS_URL: list[str | None] = [None]
+_DATAPLANE_DIRS: list[Path] = []
 
 
 def start_redis(redis_url: str | None) -> str:
@@ -45,7 +46,13 @@ def start_gateway(
     """Start (or join) Ray and run the app; returns the base URL once every deployment is up."""
     from ray import serve
 
+    from router.serving import dataplane
+
     t0 = time.monotonic()
+    _plane, run_dir, line = dataplane.prepare()  # before Ray starts: Serve reads it then
+    if run_dir is not None:
+        _DATAPLANE_DIRS.append(run_dir)
+    _say(line)
     redis_url = start_redis(redis_url)
     start_ray()
     _say(f"ray up in {time.monotonic() - t0:.1f}s; deploying (first start converts models)...")
@@ -86,6 +93,10 @@ def stop_gateway() -> None:
             ray.shutdown()
         while _EMBEDDED:
             _EMBEDDED.pop().stop()
+        from router.serving.dataplane import cleanup
+
+        while _DATAPLANE_DIRS:
+            cleanup(_DATAPLANE_DIRS.pop())
 
 
 def run_gateway(
