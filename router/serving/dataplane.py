@@ -88,9 +88,11 @@ def prepare(plane: str | None = None) -> tuple[str, Path | None, str]:
 
     Returns (plane, the folder to remove at stop or None, a line for the start-up log). Without
     an HAProxy binary the proxy is used and the line says why."""
+    import ray
+
     plane = plane or requested()
-    if os.environ.get("RAY_ADDRESS"):
-        return "cluster", None, "data plane: as the joined Ray cluster was started"
+    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return "cluster", None, "data plane: as the running Ray cluster was started"
     if plane == "proxy":
         return plane, None, "data plane: Serve's HTTP proxy"
     binary = haproxy_binary()
