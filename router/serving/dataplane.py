@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -55,14 +56,30 @@ def haproxy_binary() -> str | None:
     return shutil.which("haproxy")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Free ports for HAProxy's stats page and exporter are picked from here: below the direct-ingress
+# range (30000+) and the kernel's ephemeral range (32768+), where Ray's own processes bind port 0
+# while starting; a port picked there could be taken before HAProxy binds it.
+_PORT_RANGE = (20000, 29999)
+
+
+def _free_port(rng: random.Random | None = None) -> int:
+    rng = rng or random.Random()
+    for _ in range(200):
+        port = rng.randint(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # HAProxy binds these on all interfaces
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE} for HAProxy's stats and metrics")
 
 
 def haproxy_env(run_dir: Path) -> dict[str, str]:
     """Serve's switches for HAProxy mode, with this gateway's own files and ports."""
+    stats, metrics = _free_port(), _free_port()
+    while metrics == stats:
+        metrics = _free_port()
     return {
         # Serve holds a stopping ingress replica open this long so that an outside load
         # balancer can deregister it (30 s by default, for cloud LBs). Here the balancer is
@@ -78,8 +95,8 @@ def haproxy_env(run_dir: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(run_dir),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(run_dir / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
     }
 
 

@@ -40,6 +40,8 @@ def test_haproxy_mode_gets_private_files_and_ports(tmp_path: Path) -> None:
     assert len(paths) == 5 and all(p.startswith(str(tmp_path)) for p in paths)
     ports = {env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]}
     assert "8404" not in ports and "9101" not in ports  # Serve's fixed defaults would collide
+    # ... and never in the kernel's ephemeral range, where Ray's processes bind port 0.
+    assert all(20000 <= int(p) < 30000 for p in ports) and len(ports) == 2
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) <= 5
 
 
