@@ -28,6 +28,7 @@ _EMBEDDED: list[Any] = []
 _REDIS_URL: list[str | None] = [None]
 _DATAPLANE_DIRS: list[Path] = []
 _RECORD: list[Any] = []  # this gateway's GatewayInfo (router/serving/gateway_file.py)
+_DEAD_RAY: list[bool] = []  # a group SIGTERM took Ray's processes with ours
 
 
 def start_redis(redis_url: str | None) -> str:
@@ -56,7 +57,7 @@ def start_gateway(
     """Start (or join) Ray and run the app; returns the base URL once every deployment is up."""
     from ray import serve
 
-    from router.serving import dataplane
+    from router.serving import dataplane, signals
 
     t0 = time.monotonic()
     _reap_dead_run()
@@ -66,6 +67,7 @@ def start_gateway(
     _say(line)
     redis_url = start_redis(redis_url)
     start_ray()
+    signals.reinstall()  # ray.init replaced our SIGTERM handler (issue 14.1)
     _say(f"ray up in {time.monotonic() - t0:.1f}s; deploying (first start converts models)...")
     serve.start(http_options={"host": host, "port": port})
     # Declarative, like `serve deploy`: a later `policy apply` then reconfigures in place.
@@ -109,18 +111,22 @@ def stop_gateway() -> None:
     import ray
     from ray import serve
 
-    from router.serving.signals import bounded, ray_node_dead
+    from router.serving.signals import bounded, kill_ray_processes, ray_node_dead
 
+    dead = ray_node_dead()
     try:
         # Serve drains in-flight requests (replicas' graceful shutdown), bounded by the grace
         # period; skipped when a group SIGTERM already took Ray's own processes (issue 14.1).
-        if ray_node_dead():
-            _say("ray's processes already stopped; skipping serve shutdown")
+        if dead:
+            _say("ray's processes already got the signal; skipping serve shutdown")
         elif not bounded(serve.shutdown, _grace_s()):
             _say(f"serve shutdown exceeded the {_grace_s():.0f}s grace period; stopping ray")
     finally:
         session_dir = _RECORD[0].session_dir if _RECORD else None
-        if ray.is_initialized():
+        if dead:  # ray.shutdown would wait on the dead GCS; the caller exits without atexit
+            kill_ray_processes()
+            _DEAD_RAY.append(True)
+        elif ray.is_initialized():
             ray.shutdown()
         _forget(session_dir)
         while _EMBEDDED:
@@ -172,6 +178,9 @@ def run_gateway(
         signals.starting = False  # a second signal during the stop forces, never unwinds it
         stop_gateway()
     _say("stopped")
+    if _DEAD_RAY:  # Ray's atexit hooks would wait on (then fail for) the GCS that is gone
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
