@@ -18,10 +18,12 @@ ports, so two gateways on one machine never share a config or a socket.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import random
 import shutil
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -122,5 +124,22 @@ def prepare(plane: str | None = None) -> tuple[str, Path | None, str]:
 
 
 def cleanup(run_dir: Path | None) -> None:
-    if run_dir is not None:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    """Stop what still runs from this gateway's HAProxy folder, then remove it. Serve stops its
+    HAProxy on a clean shutdown; when Ray's processes died first (SIGTERM to the whole group)
+    nobody is left to, and HAProxy would outlive the gateway."""
+    if run_dir is None:
+        return
+    for pid in _pids_using(run_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _pids_using(run_dir: Path) -> list[int]:
+    """Processes whose command line names the folder (HAProxy's -f CONFIG), from /proc."""
+    needle, pids = str(run_dir).encode(), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids

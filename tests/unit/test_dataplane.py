@@ -68,3 +68,14 @@ def test_a_missing_binary_falls_back_to_the_proxy(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
     plane, run_dir, line = dataplane.prepare("haproxy")
     assert (plane, run_dir) == ("proxy", None) and "no HAProxy binary" in line
+
+
+def test_cleanup_stops_processes_left_in_the_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "hap"
+    run_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(run_dir)])
+    dataplane.cleanup(run_dir)
+    assert proc.wait(10) != 0 and not run_dir.exists()
