@@ -82,10 +82,11 @@ def _kill_session(sid: int) -> None:  # cleanup only when the test already faile
         "pid",
         pytest.param(
             "group",
-            marks=pytest.mark.xfail(
-                reason="known leak: on the HAProxy data plane, SIGTERM to the whole group leaves "
-                "Serve's HAProxy soft-stopping after the gateway exits (issue 14.1, open)",
-                strict=False,
+            # Not run: on the HAProxy data plane SIGTERM to the whole group leaves Serve's HAProxy
+            # soft-stopping after the gateway exits, and the suite's later async tests then hang
+            # at teardown (CI, 2026-12-07). Issue 14.1 stays open until both are fixed.
+            marks=pytest.mark.skip(
+                reason="known leak: group SIGTERM leaves Serve's HAProxy behind (issue 14.1)"
             ),
         ),
     ],
