@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -23,24 +24,26 @@ from router.serving.telemetry import Metrics
 REPLICA_LABEL = "replica"
 
 
-def serve_replica_id() -> str | None:
-    """Serve's id of this replica, None outside a Serve replica."""
+def _replica_context() -> Any | None:
+    """Serve's context of this replica, None outside a Serve replica."""
     try:
         from ray import serve
 
-        return str(serve.get_replica_context().replica_id.unique_id)
+        return serve.get_replica_context()
     except Exception:  # not in a replica: Serve raises RayServeException, or Ray is absent
         return None
 
 
+def serve_replica_id() -> str | None:
+    """Serve's id of this replica, None outside a Serve replica."""
+    ctx = _replica_context()
+    return None if ctx is None else str(ctx.replica_id.unique_id)
+
+
 def serve_app_name() -> str | None:
     """Serve's name of this replica's application, None outside a Serve replica."""
-    try:
-        from ray import serve
-
-        return str(serve.get_replica_context().app_name)
-    except Exception:  # not in a replica (see serve_replica_id)
-        return None
+    ctx = _replica_context()
+    return None if ctx is None else str(ctx.app_name)
 
 
 def replica_id() -> str:
