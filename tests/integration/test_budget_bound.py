@@ -11,11 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from router.config import parse_policy
 from router.finance.keys import KeyStore
-from router.finance.redis_server import make_client
 from router.serving.openai_types import ChatCompletionRequest
-from router.serving.wiring import build_state
+from tests.integration.asgi_gateway import asgi_gateway
 
 # One dear expert: $0.10 per 1k prompt tokens ($100 per 1M): 513 prompt tokens exceed the budget.
 POLICY = """
@@ -41,14 +39,9 @@ BUDGET_NANO = 50_000_000  # $0.05
 @pytest.fixture
 async def gw(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SLM_ROUTER_SPOOL_DIR", str(tmp_path))
-    await make_client(redis_server.url).flushdb()
-    from router.serving.http.api import create_api
-
     delay = getattr(request, "param", 0)
-    state = build_state(parse_policy(POLICY % {"delay": delay}), None, {}, redis_server.url)
-    transport = httpx.ASGITransport(app=create_api(state))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        yield client, KeyStore(make_client(redis_server.url)), state.gateway
+    async with asgi_gateway(POLICY % {"delay": delay}, redis_server.url) as parts:
+        yield parts
 
 
 def _shapes() -> list[dict[str, Any]]:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
-from router.config import parse_policy
-from router.finance.keys import KeyStore
-from router.finance.redis_server import make_client
-from router.serving.wiring import build_state
+from tests.integration.asgi_gateway import asgi_gateway
 
 POLICY = """
 version: 1
@@ -36,14 +32,8 @@ gateway: {auth: true, baseline_expert: big}
 @pytest.fixture
 async def gw_client(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SLM_ROUTER_SPOOL_DIR", str(tmp_path))
-    await make_client(redis_server.url).flushdb()
-    from router.serving.http.api import create_api
-
-    state = build_state(parse_policy(POLICY), None, {}, redis_server.url)
-    gw = state.gateway
-    transport = httpx.ASGITransport(app=create_api(state))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        yield client, KeyStore(make_client(redis_server.url)), gw
+    async with asgi_gateway(POLICY, redis_server.url) as parts:
+        yield parts
 
 
 def body(text: str = "write a python function", **kw):  # type: ignore[no-untyped-def]
