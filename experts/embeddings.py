@@ -228,9 +228,8 @@ class RemoteEmbeddingBackend(EmbeddingBackend):
         if params.user is not None:
             kwargs["user"] = params.user
         try:
-            return await asyncio.wait_for(
-                import_litellm().aembedding(**kwargs), self.spec.timeout_s + 1
-            )
+            async with asyncio.timeout(self.spec.timeout_s + 1):  # wait_for drops cancels (3.11)
+                return await import_litellm().aembedding(**kwargs)
         except Exception as exc:
             raise translate_error(exc, self.name) from exc
 

@@ -75,10 +75,9 @@ class RemoteBackend(UpstreamBackend):
     ) -> Any:
         litellm = import_litellm()
         # Our own deadline too: litellm's timeout does not cover every provider path.
-        return await asyncio.wait_for(
-            litellm.acompletion(**self._kwargs(messages, params, stream)),
-            timeout=self.timeout_s + 1,
-        )
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a client's cancel.
+        async with asyncio.timeout(self.timeout_s + 1):
+            return await litellm.acompletion(**self._kwargs(messages, params, stream))
 
     def _kwargs(
         self, messages: Sequence[Message], params: GenerationParams, stream: bool

@@ -138,7 +138,8 @@ class Ledger:
         """Wait until queued records are written (or spooled)."""
         if self._queue is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._queue.join()
 
     def _ensure_writer(self) -> asyncio.Queue[CostRecord]:
         # Created lazily: the queue and task belong to the event loop of the first record().
@@ -152,7 +153,13 @@ class Ledger:
         """One writer pipelines whatever has queued up: one round trip per batch, not per record."""
         assert self._queue is not None
         queue = self._queue
+        me = asyncio.current_task()
         while True:
+            # A cancel swallowed inside a write (redis-py's cancel-safe connection teardown
+            # can) still ends the writer: else it parks on get() and the loop's shutdown,
+            # which waits for every cancelled task, waits forever.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             batch = [await queue.get()]
             while len(batch) < self.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
@@ -167,7 +174,10 @@ class Ledger:
             self.spool.append(batch)
             return
         try:
-            await asyncio.wait_for(self._write_batch(batch), self.write_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that lands as the
+            # write finishes (cpython gh-86296), and this writer then waited on forever.
+            async with asyncio.timeout(self.write_timeout_s):
+                await self._write_batch(batch)
         except Exception as exc:  # any failure: keep the records, replay later (idempotent)
             now = time.monotonic()
             self._down_until = now + min(1.0, self.replay_interval_s)
@@ -247,9 +257,8 @@ class Ledger:
         for start in range(0, len(recs), REPLAY_BATCH):
             batch = recs[start : start + REPLAY_BATCH]
             try:
-                counted += await asyncio.wait_for(
-                    self._write_batch(batch), self.write_timeout_s * 5
-                )
+                async with asyncio.timeout(self.write_timeout_s * 5):
+                    counted += await self._write_batch(batch)
             except Exception:
                 # Keep what is left (this batch may be half-applied: replay is idempotent).
                 self.spool.append(recs[start:])

@@ -51,7 +51,8 @@ class Catalog:
         if failed is not None and time.monotonic() - failed < RETRY_AFTER_S:
             return None
         try:
-            info = await asyncio.wait_for(self.experts[name].describe(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancel on 3.11
+                info = await self.experts[name].describe()
         except Exception:  # still starting, or unreachable: the spec speaks for it meanwhile
             self._failed_at[name] = time.monotonic()
             return None

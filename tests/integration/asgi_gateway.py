@@ -24,5 +24,11 @@ async def asgi_gateway(
     await make_client(redis_url).flushdb()
     state = build_state(parse_policy(policy_text), None, {}, redis_url)
     transport = httpx.ASGITransport(app=create_api(state))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        yield client, KeyStore(make_client(redis_url)), state.gateway
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client, KeyStore(make_client(redis_url)), state.gateway
+    finally:
+        # End the ledger's writer here (written, not spooled), not in the loop's teardown.
+        ledger = state.gateway.accounting.ledger
+        if ledger is not None:
+            await ledger.aclose()
