@@ -19,6 +19,11 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith("RAY_SERVE_") or key in (dataplane.ENV, "RAY_ADDRESS"):
             monkeypatch.delenv(key, raising=False)
+    # The suite's integration tests leave a Ray initialised in this process; prepare() would
+    # then (rightly) answer "cluster". These tests are about a gateway starting its own Ray.
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     yield
     os.environ.clear()
     os.environ.update(saved)
