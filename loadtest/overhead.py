@@ -2,8 +2,13 @@
 
 `python -m loadtest.overhead --out DIR` prints a table and writes DIR/overhead.json with, for each
 of `direct`, `slm_router` and `litellm_proxy`: p50_ms / p99_ms at a fixed closed-loop concurrency
-and max_rps (the highest open-loop rate whose p99 stays under a bound with no errors), plus the
-latency each gateway adds over `direct` and the ratios between the two gateways.
+and max_rps (the highest open-loop rate whose p99 stays under a bound with no errors), the
+streaming time to first token, plus the latency each gateway adds over `direct` and the ratios
+between the two gateways (loadtest/overhead_report.py).
+
+Every headline figure is on unique prompts (`prompts: "unique"`, loadtest/prompts.py): no target
+ever sees a prompt twice, so no cache flatters it. The same handful of prompts repeated (caches
+hit) is measured apart and reported as `repeated_*`, never as the headline.
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ from loadtest.gateways import (
     start_litellm_proxy,
     start_slm_router,
 )
+from loadtest.overhead_report import TARGETS, aggregate, compare, render_table
+from loadtest.prompts import PromptSource
 from loadtest.runner import RunResult, run_load
 from loadtest.stats import percentile
 from loadtest.workload import WorkItem, builtin_workload
-
-TARGETS = ("direct", "slm_router", "litellm_proxy")
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,28 @@ def warm_up(target: Target, items: list[WorkItem], s: Settings) -> None:
 
 
 def measure_latency(
-    target: Target, items: list[WorkItem], concurrency: int, seconds: float
+    target: Target, items: list[WorkItem], concurrency: int, seconds: float, stream: bool = False
 ) -> dict[str, Any]:
-    """Closed loop at a fixed concurrency: p50/p99 and the RPS it reached."""
+    """Closed loop at a fixed concurrency: p50/p99 and the RPS it reached. At most one request
+    per item: a unique-prompt list is never wrapped round."""
     cfg = _cfg(
-        target, mode="closed", concurrency=concurrency, duration_s=seconds, max_requests=1_000_000
+        target,
+        mode="closed",
+        concurrency=concurrency,
+        duration_s=seconds,
+        max_requests=len(items),
+        stream=stream,
     )
     result = _run(cfg, items)
     lat = _latencies_ms(result)
+    if stream:
+        ttft = [r.ttft_s * 1000 for r in result.records if r.ok and r.ttft_s is not None]
+        return {
+            "ttft_p50_ms": _round(percentile(ttft, 50)),
+            "ttft_p99_ms": _round(percentile(ttft, 99)),
+            "requests": len(result.records),
+            "errors": sum(not r.ok for r in result.records),
+        }
     return {
         "concurrency": concurrency,
         "p50_ms": _round(percentile(lat, 50)),
@@ -124,7 +143,7 @@ def run_step(target: Target, items: list[WorkItem], rps: float, s: Settings) -> 
         mode="open",
         profile=constant_profile(rps, s.step_s),
         duration_s=s.step_s,
-        max_requests=1_000_000,
+        max_requests=len(items),
         seed=int(rps),
         max_in_flight=256,
         max_lag_s=1.0,
@@ -176,128 +195,43 @@ def search_max_rps(probe: Callable[[float], StepResult], s: Settings) -> dict[st
     return {"max_rps": best, "steps": [asdict(st) for st in steps]}
 
 
-def find_max_rps(target: Target, items: list[WorkItem], s: Settings) -> dict[str, Any]:
-    return search_max_rps(lambda rps: run_step(target, items, rps, s), s)
+def find_max_rps(target: Target, src: PromptSource, s: Settings) -> dict[str, Any]:
+    # Poisson counts vary: room for 1.5x the step's expected arrivals, all of them new.
+    return search_max_rps(
+        lambda rps: run_step(target, src.take(int(rps * s.step_s * 1.5) + 10), rps, s), s
+    )
 
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
-def _median(values: list[Any]) -> float | None:
-    nums = [v for v in values if v is not None]
-    return _round(percentile(nums, 50)) if nums else None
+def _enough(s: Settings, concurrency: int) -> int:
+    """Unique prompts for a closed loop of `latency_s`: a generous bound on what it can send."""
+    return int(s.latency_s * min(s.max_rps_cap, 400.0 * concurrency)) + 100
 
 
-def measure_once(target: Target, items: list[WorkItem], s: Settings, tag: str) -> dict[str, Any]:
-    """Warm-up, latency at `concurrency` and at `loaded_concurrency`, then max RPS."""
+def measure_once(target: Target, src: PromptSource, s: Settings, tag: str) -> dict[str, Any]:
+    """Warm-up, latency at `concurrency` and at `loaded_concurrency`, streaming TTFT, max RPS
+    (all on prompts `src` never handed out before); then the repeated-prompt figures."""
     log = f"[{target.name} {tag}]"
     print(f"{log} warm-up, latency at concurrency {s.concurrency} ...", file=sys.stderr)
-    warm_up(target, items, s)
-    run = measure_latency(target, items, s.concurrency, s.latency_s)
+    warm_up(target, src.take(s.warmup_requests), s)
+    run = measure_latency(target, src.take(_enough(s, s.concurrency)), s.concurrency, s.latency_s)
     print(f"{log} p50 {run['p50_ms']} ms p99 {run['p99_ms']} ms; loaded ...", file=sys.stderr)
-    run["loaded"] = measure_latency(target, items, s.loaded_concurrency, s.latency_s)
-    run.update(find_max_rps(target, items, s))
+    loaded = src.take(_enough(s, s.loaded_concurrency))
+    run["loaded"] = measure_latency(target, loaded, s.loaded_concurrency, s.latency_s)
+    stream_items = src.take(_enough(s, s.concurrency))
+    run["stream"] = measure_latency(target, stream_items, s.concurrency, s.latency_s, stream=True)
+    run.update(find_max_rps(target, src, s))
+    repeated = builtin_workload() * 10_000  # the same ~40 prompts round and round
+    run["repeated"] = measure_latency(target, repeated, s.concurrency, s.latency_s)
     print(
-        f"{log} loaded p50 {run['loaded']['p50_ms']} ms; max RPS {run['max_rps']}", file=sys.stderr
+        f"{log} loaded p50 {run['loaded']['p50_ms']} ms; TTFT p50 {run['stream']['ttft_p50_ms']}"
+        f" ms; max RPS {run['max_rps']}; repeated p50 {run['repeated']['p50_ms']} ms",
+        file=sys.stderr,
     )
     return run
-
-
-def aggregate(target: Target, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Headline numbers are medians over the repeats; every repeat is kept under `runs`."""
-    loaded = [r["loaded"] for r in runs]
-    return {
-        "available": True,
-        "url": target.url,
-        "p50_ms": _median([r["p50_ms"] for r in runs]),
-        "p99_ms": _median([r["p99_ms"] for r in runs]),
-        "max_rps": _median([r["max_rps"] for r in runs]),
-        "loaded_p50_ms": _median([r["p50_ms"] for r in loaded]),
-        "loaded_p99_ms": _median([r["p99_ms"] for r in loaded]),
-        "loaded_rps": _median([r["rps"] for r in loaded]),
-        "runs": runs,
-    }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b in (None, 0) else round(a / b, 3)  # type: ignore[operator]
-
-
-def _paired(runs: list[dict[str, Any]] | None, base: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Median over turns of (gateway - direct) within the same turn: the machine's background
-    load drifts between turns, and pairing cancels what both saw alike."""
-    if not runs or not base or len(runs) != len(base):
-        return {}
-    out: dict[str, Any] = {}
-    for k in ("p50_ms", "p99_ms"):
-        diffs = [
-            g[k] - d[k]
-            for g, d in zip(runs, base, strict=True)
-            if g.get(k) is not None and d.get(k) is not None
-        ]
-        out[f"{k}_paired"] = _median(diffs)
-    return out
-
-
-def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Added latency over direct, and slm_router against direct and litellm_proxy (pure)."""
-    direct = results.get("direct") or {}
-    added: dict[str, dict[str, float | None]] = {}
-    for name in ("slm_router", "litellm_proxy"):
-        r = results.get(name) or {}
-        if r.get("available") and direct.get("available"):
-            added[name] = {
-                k: _round(r[k] - direct[k])
-                if r.get(k) is not None and direct.get(k) is not None
-                else None
-                for k in ("p50_ms", "p99_ms", "loaded_p50_ms", "loaded_p99_ms")
-            }
-            added[name].update(_paired(r.get("runs"), direct.get("runs")))
-    slm, lite = results.get("slm_router") or {}, results.get("litellm_proxy") or {}
-    ratios: dict[str, float | None] = {}
-    for name, r in (("slm_router", slm), ("litellm_proxy", lite)):
-        if r.get("available"):
-            ratios[f"{name}_vs_direct_p50"] = _ratio(r.get("p50_ms"), direct.get("p50_ms"))
-            ratios[f"{name}_vs_direct_rps"] = _ratio(r.get("max_rps"), direct.get("max_rps"))
-    verdict = None
-    if "slm_router" in added and "litellm_proxy" in added:
-        a_slm, a_lite = added["slm_router"]["p50_ms"], added["litellm_proxy"]["p50_ms"]
-        ratios["slm_vs_litellm_added_p50"] = _ratio(a_slm, a_lite)
-        ratios["slm_vs_litellm_added_p99"] = _ratio(
-            added["slm_router"]["p99_ms"], added["litellm_proxy"]["p99_ms"]
-        )
-        ratios["slm_vs_litellm_rps"] = _ratio(slm.get("max_rps"), lite.get("max_rps"))
-        verdict = (
-            a_slm is not None
-            and a_lite is not None
-            and a_slm <= a_lite
-            and (slm.get("max_rps") or 0) >= (lite.get("max_rps") or 0)
-        )
-    return {"added": added, "ratios": ratios, "slm_router_meets_target": verdict}
-
-
-def render_table(results: dict[str, dict[str, Any]], comparison: dict[str, Any]) -> str:
-    cols = ("p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "p50 @C", "p99 @C", "max RPS")
-    lines = [f"{'target':<15}" + "".join(f"{c:>10}" for c in cols)]
-    for name in TARGETS:
-        r = results.get(name) or {}
-        if not r.get("available"):
-            lines.append(f"{name:<15}  unavailable: {str(r.get('reason', '?'))[:200]}")
-            continue
-        add = comparison["added"].get(name, {})
-        cells = (
-            r["p50_ms"],
-            r["p99_ms"],
-            add.get("p50_ms"),
-            add.get("p99_ms"),
-            r["loaded_p50_ms"],
-            r["loaded_p99_ms"],
-            r["max_rps"],
-        )
-        lines.append(f"{name:<15}" + "".join(f"{'-' if c is None else c:>10}" for c in cells))
-    lines.append("(@C: at the loaded concurrency; + : added over direct)")
-    return "\n".join(lines)
 
 
 def _machine() -> dict[str, Any]:
@@ -348,8 +282,9 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """All targets up at once, measured in turns (a, b, c, a, b, c, ...), so that the
     machine's background load drifts over every target alike; medians over the turns."""
-    items = builtin_workload()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
+    # One source per target: each sees the same texts in the same order, none of them twice.
+    sources = {name: PromptSource.default() for name in TARGETS}
     backend = start_backend()
     running: dict[str, Started] = {}
     try:
@@ -358,10 +293,10 @@ def run_benchmark(
         runs: dict[str, list[dict[str, Any]]] = {n: [] for n in targets}
         for i in range(s.repeats):
             for name, target in targets.items():
-                runs[name].append(measure_once(target, items, s, f"{i + 1}/{s.repeats}"))
+                runs[name].append(measure_once(target, sources[name], s, f"{i + 1}/{s.repeats}"))
         for name, target in targets.items():
             results[name] = {
-                **aggregate(target, runs[name]),
+                **aggregate(target.url, runs[name]),
                 "start_s": round(running[name].start_s, 2),
             }
     finally:
@@ -372,6 +307,8 @@ def run_benchmark(
     doc = {
         **{name: results[name] for name in TARGETS},
         "comparison": comparison,
+        "prompts": "unique",
+        "prompt_source": sources["direct"].name,
         "settings": asdict(s),
         "machine": {**_machine(), "loadavg_at_start": load_at_start},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,20 +18,15 @@ def _serve(args: argparse.Namespace) -> int:
     from router.serving.runtime import apply_airgap_env
 
     apply_airgap_env()
+    if args.data_plane:  # read by start_gateway before Ray starts (router/serving/dataplane.py)
+        os.environ["SLM_ROUTER_DATA_PLANE"] = args.data_plane
+    if args.name:  # read by router/serving/gateway_file.py (issue 20)
+        os.environ["SLM_ROUTER_GATEWAY"] = args.name
     config = load_policy(args.policy)
     from router.serving.server import run_gateway
 
     watch = args.policy if args.watch else None
-    return run_gateway(config, args.host, args.port, _wait_for_signal, watch)
-
-
-def _wait_for_signal(tick: Callable[[], None] | None) -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        if tick is not None:
-            tick()
+    return run_gateway(config, args.host, args.port, watch=watch)  # signals: serving/signals.py
 
 
 def _serve_config(args: argparse.Namespace) -> int:
@@ -56,6 +49,17 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--watch", action="store_true", help="apply the policy file when it changes")
+    p.add_argument(
+        "--name",
+        help="gateway name for its runtime file, which ops commands find it by "
+        "(env SLM_ROUTER_GATEWAY; default 'default'; docs/OPERATIONS.md)",
+    )
+    p.add_argument(
+        "--data-plane",
+        choices=("haproxy", "proxy"),
+        help="HTTP from --port to the ingress: haproxy (default) or Serve's proxy actor "
+        "(env SLM_ROUTER_DATA_PLANE; docs/ARCHITECTURE.md)",
+    )
     p.set_defaults(func=_serve)
     p = sub.add_parser("serve-config", help="print a Ray Serve config for `serve deploy`")
     p.add_argument("--policy", type=Path, default=default_policy_path())

@@ -61,7 +61,9 @@ def add_subcommands(sub: Any) -> None:
 
     p = sub.add_parser("apply", help="validate, then hot-reload into the running app")
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else auto)")
+    p.add_argument(
+        "--address", help="Ray address (default: $RAY_ADDRESS, else the running gateway's)"
+    )
     p.set_defaults(func=_apply)
 
 
@@ -341,17 +343,22 @@ def _apply(args: argparse.Namespace) -> int:
     if load_or_report(args.file) is None:
         print(f"{args.file}: not applied; the running policy is unchanged", file=sys.stderr)
         return 1
+    from router.serving.gateway_file import EXIT_NO_GATEWAY, NoGateway, resolve_address
     from router.serving.reload import apply_file
 
-    try:
-        _connect(args.address)
+    try:  # the running gateway's runtime file, unless --address / RAY_ADDRESS (issue 20)
+        address = resolve_address(args.address)
+        _connect(address)
+    except NoGateway as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_GATEWAY
     except ConnectionError as exc:  # no cluster at the address: say so, not a traceback
         print(
             f"error: cannot reach Ray ({exc}); is the gateway running? (--address)", file=sys.stderr
         )
-        return 1
+        return EXIT_NO_GATEWAY
     before = _deployments()
-    config, seconds = apply_file(args.file, args.address)
+    config, seconds = apply_file(args.file, address)
     after = _deployments()
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))

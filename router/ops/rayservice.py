@@ -30,6 +30,11 @@ class RayServiceOptions:
     head_memory: str = "8Gi"
     worker_cpus: int = 4
     worker_memory: str = "16Gi"
+    # Serve's HAProxy mode on every node, as `slm-router serve` runs (router/serving/dataplane.py);
+    # "proxy" leaves Serve's proxy actor. Serve reads the flags when its processes start, so they
+    # go in the pods' env, not the app's runtime_env. Ray's 30 s ingress drain stays: a cloud load
+    # balancer in front of the pods needs it to deregister a stopping replica.
+    data_plane: str = "haproxy"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ def _env(opts: RayServiceOptions, serve_cfg: dict[str, Any]) -> list[dict[str, A
     env_vars: dict[str, str] = {}
     for app in serve_cfg["applications"]:
         env_vars.update((app.get("runtime_env") or {}).get("env_vars") or {})
+    if opts.data_plane == "haproxy":
+        env_vars.update(RAY_SERVE_ENABLE_DIRECT_INGRESS="1", RAY_SERVE_ENABLE_HA_PROXY="1")
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env_vars.items()]
     secret = {"secretKeyRef": {"name": opts.redis_secret, "key": REDIS_URL_KEY}}
     env.append({"name": "REDIS_URL", "valueFrom": secret})

@@ -37,6 +37,7 @@ from router.continuous.rollout import (
 )
 from router.continuous.rollout_log import RedisRolloutLog, RolloutLogEntry
 from router.ops.redis_cli import add_redis_args, run_with_redis
+from router.serving.gateway_file import EXIT_NO_GATEWAY, NoGateway, resolve_address
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -67,7 +68,9 @@ def add_rollout_subcommands(sub: Any) -> None:
             p.add_argument("--percent", type=float, default=100.0 if action == "shadow" else None)
         p.add_argument("--force", action="store_true", help="override the gate (recorded)")
         p.add_argument("--no-apply", action="store_true", help="edit the file only")
-        p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else auto)")
+        p.add_argument(
+            "--address", help="Ray address (default: $RAY_ADDRESS, else the running gateway's)"
+        )
         p.add_argument("--note", default="", help="why, for the log")
         p.add_argument("--actor", help="who (default: $SLM_ROUTER_ACTOR, else user@host)")
         add_redis_args(p)
@@ -98,9 +101,16 @@ def _step(args: argparse.Namespace) -> int:
         actor=args.actor,
     )
 
+    applier = None
+    if not args.no_apply:  # the running gateway's runtime file unless --address (issue 20)
+        try:  # before Redis: no gateway is said at once
+            applier = default_applier(resolve_address(args.address))
+        except NoGateway as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NO_GATEWAY
+
     async def body(redis: Redis) -> int:
         log = RedisRolloutLog(redis, args.prefix)
-        applier = None if args.no_apply else default_applier(args.address)
         try:
             entry = await run_step(req, log, applier=applier)
         except StepRefused as exc:

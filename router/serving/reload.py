@@ -1,16 +1,16 @@
 """Hot reload: apply a new policy to the running application.
 
-The policy is baked into the deployments' init args, so applying it is a Serve redeploy of the
-same graph: Serve rolls only the deployments whose args or options changed (always the ingress,
-an expert only when its spec changed), starting new replicas before draining old ones. Requests
-in flight finish on the old policy; new ones see the new. An invalid file never reaches Serve.
+A Serve declarative deploy of the app's config (router/serving/deploy.py): the policy is the
+ingress's user_config, so a policy that keeps the same local experts reaches the live ingress
+replicas' `reconfigure()` with no new replica; a changed local expert (the graph, in the app's
+args) makes Serve roll the app, new replicas before old ones go. Requests in flight finish on the
+old policy; new ones see the new. An invalid file never reaches Serve.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 from router.config import AppConfig, load_policy
@@ -19,17 +19,21 @@ from router.config import AppConfig, load_policy
 def apply_config(
     config: AppConfig, redis_url: str | None, *, name: str | None = None, route_prefix: str = "/"
 ) -> float:
-    """Redeploy onto the Serve instance this process is connected to; returns seconds taken.
+    """Deploy onto the Serve instance this process is connected to; returns seconds taken once
+    the app runs the new policy. `name` / `route_prefix` address another copy of the app on the
+    same Serve (tests)."""
+    from router.serving.app import APP_NAME, app_config
+    from router.serving.deploy import deploy
+    from router.serving.runtime import worker_env
 
-    `name` / `route_prefix` address another copy of the app on the same Serve (tests)."""
-    from ray import serve
-
-    from router.serving.app import APP_NAME, build_app
-
-    t0 = time.monotonic()
-    app = build_app(config, redis_url)
-    serve.run(app, name=name or APP_NAME, route_prefix=route_prefix, blocking=False)
-    return time.monotonic() - t0
+    app = app_config(
+        config,
+        name=name or APP_NAME,
+        route_prefix=route_prefix,
+        redis_url=redis_url,
+        env_vars=worker_env(),
+    )
+    return deploy(app)
 
 
 def apply_file(path: str | os.PathLike[str], address: str | None = None) -> tuple[AppConfig, float]:

@@ -29,6 +29,10 @@ _BOOTSTRAP = "provider:\n  type: local\n"
 def apply_airgap_env() -> None:
     for key, value in AIRGAP_ENV.items():
         os.environ.setdefault(key, value)
+    # Ray's C++ failure-signal handler (absl) in the driver catches SIGTERM, dumps a stack and
+    # re-raises it with the default action, killing the CLI before it stops Serve and the embedded
+    # Redis (issue 14.1); the CLI handles SIGTERM itself (serving/signals.py); read at `import ray`.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     # Without a local provider file Ray's cluster utilities probe the cloud metadata address.
     bootstrap = Path.home() / "ray_bootstrap_config.yaml"
     if not bootstrap.exists():

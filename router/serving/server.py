@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from router.config import AppConfig
-from router.serving.app import APP_NAME, build_app
+from router.serving.app import app_config
+from router.serving.reload import apply_config
 from router.serving.runtime import start_ray, worker_env
 
 log = logging.getLogger("slm_router")
@@ -25,6 +26,9 @@ def _say(msg: str) -> None:
 
 _EMBEDDED: list[Any] = []
 _REDIS_URL: list[str | None] = [None]
+_DATAPLANE_DIRS: list[Path] = []
+_RECORD: list[Any] = []  # this gateway's GatewayInfo (router/serving/gateway_file.py)
+_DEAD_RAY: list[bool] = []  # a group SIGTERM took Ray's processes with ours
 
 
 def start_redis(redis_url: str | None) -> str:
@@ -39,24 +43,52 @@ def start_redis(redis_url: str | None) -> str:
     return url
 
 
+def _reap_dead_run() -> None:
+    """A gateway of this name killed with -9 left its Redis and Ray session: stop them first."""
+    from router.serving import gateway_file
+
+    if left := gateway_file.reap_dead():
+        _say(f"stopped {len(left)} process(es) a dead gateway left (pids {', '.join(left)})")
+
+
 def start_gateway(
     config: AppConfig, host: str = "127.0.0.1", port: int = 8000, redis_url: str | None = None
 ) -> str:
     """Start (or join) Ray and run the app; returns the base URL once every deployment is up."""
     from ray import serve
 
+    from router.serving import dataplane, signals
+
     t0 = time.monotonic()
+    _reap_dead_run()
+    _plane, run_dir, line = dataplane.prepare()  # before Ray starts: Serve reads it then
+    if run_dir is not None:
+        _DATAPLANE_DIRS.append(run_dir)
+    _say(line)
     redis_url = start_redis(redis_url)
     start_ray()
+    signals.reinstall()  # ray.init replaced our SIGTERM handler (issue 14.1)
     _say(f"ray up in {time.monotonic() - t0:.1f}s; deploying (first start converts models)...")
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(config, redis_url), name=APP_NAME, route_prefix="/", blocking=False)
+    # Declarative, like `serve deploy`: a later `policy apply` then reconfigures in place.
+    apply_config(config, redis_url)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     _say(f"ready in {time.monotonic() - t0:.1f}s at {url}/v1  (OpenAI-compatible; model='auto')")
     for name, spec in config.experts.items():
         where = "own deployment" if spec.runs_in_own_deployment else "in ingress"
         _say(f"  expert {name:<12} {spec.backend:<6} {spec.model or '-'} ({where})")
+    _record(url)
     return url
+
+
+def _record(url: str) -> None:
+    """The runtime file ops commands in another shell find this gateway by (issue 20)."""
+    from router.serving import gateway_file
+
+    redis_pid = getattr(getattr(_EMBEDDED[0], "_proc", None), "pid", None) if _EMBEDDED else None
+    path, info = gateway_file.record(url, redis_pid)
+    _RECORD.append(info)
+    _say(f"ray at {info.ray_address}, serve at {url}; recorded in {path}")
 
 
 def wait_ready(url: str, timeout_s: float = 120, poll_s: float = 0.5) -> None:
@@ -79,30 +111,76 @@ def stop_gateway() -> None:
     import ray
     from ray import serve
 
+    from router.serving.signals import bounded, kill_ray_processes, ray_node_dead
+
+    dead = ray_node_dead()
     try:
-        serve.shutdown()
+        # Serve drains in-flight requests (replicas' graceful shutdown), bounded by the grace
+        # period; skipped when a group SIGTERM already took Ray's own processes (issue 14.1).
+        if dead:
+            _say("ray's processes already got the signal; skipping serve shutdown")
+        elif not bounded(serve.shutdown, _grace_s()):
+            _say(f"serve shutdown exceeded the {_grace_s():.0f}s grace period; stopping ray")
     finally:
-        if ray.is_initialized():
+        session_dir = _RECORD[0].session_dir if _RECORD else None
+        if dead:  # ray.shutdown would wait on the dead GCS; the caller exits without atexit
+            kill_ray_processes()
+            _DEAD_RAY.append(True)
+        elif ray.is_initialized():
             ray.shutdown()
+        _forget(session_dir)
         while _EMBEDDED:
             _EMBEDDED.pop().stop()
+        from router.serving.dataplane import cleanup
+
+        while _DATAPLANE_DIRS:
+            cleanup(_DATAPLANE_DIRS.pop())
+
+
+def _forget(session_dir: str | None) -> None:
+    """Our runtime file, and the Ray session folder we started (Ray keeps every one)."""
+    from router.serving import gateway_file
+
+    while _RECORD:
+        gateway_file.remove(_RECORD.pop().name, os.getpid())
+    gateway_file.remove_session_dir(session_dir)
+
+
+def _grace_s() -> float:
+    """Seconds serve.shutdown may take to let in-flight requests end (SLM_ROUTER_STOP_GRACE_S)."""
+    return float(os.environ.get("SLM_ROUTER_STOP_GRACE_S", "10"))
 
 
 def run_gateway(
     config: AppConfig,
     host: str,
     port: int,
-    wait: Callable[[Callable[[], None] | None], None],
+    wait: Callable[[Callable[[], None] | None], None] | None = None,
     watch: Path | None = None,
 ) -> int:
+    """Run until SIGINT/SIGTERM (router/serving/signals.py); `wait` overrides that wait (tests)."""
+    from router.serving.signals import Signals, Stop, stop_embedded
+
+    signals = Signals(lambda: stop_embedded(_EMBEDDED))
+    signals.install()
     try:
-        start_gateway(config, host, port)
-        _say("Ctrl-C to stop" + (f"; watching {watch} for changes" if watch else ""))
-        wait(_watcher(watch) if watch else None)
+        try:
+            start_gateway(config, host, port)
+            signals.install()
+            signals.starting = False
+            watching = f"; watching {watch} for changes" if watch else ""
+            _say("Ctrl-C (or SIGTERM) to stop" + watching)
+            (wait or signals.wait)(_watcher(watch) if watch else None)
+        except Stop:
+            pass
         _say("shutting down...")
     finally:
+        signals.starting = False  # a second signal during the stop forces, never unwinds it
         stop_gateway()
     _say("stopped")
+    if _DEAD_RAY:  # Ray's atexit hooks would wait on (then fail for) the GCS that is gone
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
@@ -129,38 +207,12 @@ def _watcher(path: Path) -> Callable[[], None]:
 
 
 def serve_config(config: AppConfig, host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
-    """A Ray Serve config file (`serve deploy`) running the same app, the policy embedded."""
-    from experts.deployment import deployment_options, lora_groups
-
-    deployments: list[dict[str, Any]] = []
-    grouped = {m: first for first, ms in lora_groups(config.experts).items() for m in ms}
-    for name, spec in config.experts.items():
-        if not spec.runs_in_own_deployment or grouped.get(name, name) != name:
-            continue
-        opts = deployment_options(name, spec)
-        if name in grouped:
-            opts["name"] = f"lora-{name}"
-        deployments.append(opts)
-    deployments.append(
-        {
-            "name": "ingress",
-            "num_replicas": config.gateway.replicas,
-            "max_ongoing_requests": config.gateway.max_ongoing_requests,
-        }
-    )
+    """A Ray Serve config file (`serve deploy`) running the same app: the graph in the app's
+    args, the policy in the ingress's user_config (router/serving/app.py)."""
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port},
-        "applications": [
-            {
-                "name": APP_NAME,
-                "route_prefix": "/",
-                "import_path": "router.serving.app:app_builder",
-                "args": {"policy_json": json.dumps(config.model_dump(mode="json"))},
-                "runtime_env": {"env_vars": worker_env()},
-                "deployments": deployments,
-            }
-        ],
+        "applications": [app_config(config, env_vars=worker_env())],
     }
 
 

@@ -4,6 +4,7 @@ handles for the rest, and the AppState the HTTP routes are given."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,12 @@ def build_state(
     classifier_handle: Any | None,
     expert_handles: dict[str, Any],
     redis_url: str | None = None,
+    *,
+    telemetry: Telemetry | None = None,
+    current: Callable[[], Continuous] | None = None,
 ) -> AppState:
+    """`telemetry`: the one this replica already has (a policy reconfigured in place keeps its
+    metrics, peers and gauges); `current` returns the live Continuous for those gauges."""
     from experts.registry import build_backend
 
     experts: dict[str, Any] = {}
@@ -98,13 +104,18 @@ def build_state(
         else:
             experts[name] = InProcessExpert(build_backend(name, spec), adapter)
     classifier = build_classifier_caller(config, classifier_handle)
-    telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
-    # Several ingress replicas: distinct series per replica, and each scrape shows them all.
-    if not share_with_peers(telemetry.metrics, redis_url):
-        label_replica(telemetry.metrics)
+    fresh = telemetry is None
+    if telemetry is None:
+        telemetry = Telemetry(capture_prompts=config.gateway.log_prompts)
+        # Several ingress replicas: distinct series per replica, and each scrape shows them all.
+        if not share_with_peers(telemetry.metrics, redis_url):
+            label_replica(telemetry.metrics)
+    telemetry.capture_prompts = config.gateway.log_prompts
     books = build_books(config, telemetry, redis_url)
     continuous = Continuous(config, classifier, build_candidate(config), books.feedback)
-    continuous.register_gauges(telemetry.metrics.provider.get_meter("slm_router"))
+    if fresh:  # once per replica: a reused telemetry already reads the live one via `current`
+        meter = telemetry.metrics.provider.get_meter("slm_router")
+        continuous.register_gauges(meter, current)
     service = RouterService(config, classifier, experts, continuous=continuous)
     spend = None
     if books.accounting.ledger is not None:

@@ -196,16 +196,22 @@ def gateway_url(  # type: ignore[no-untyped-def]
     # Ray in this (main) thread: its raylet and GCS are started with PR_SET_PDEATHSIG, which
     # Linux fires when the *thread* that forked them exits, so a Ray started inside
     # _run_with_timeout's thread is SIGKILLed seconds after the gateway is up.
+    from router.serving import dataplane
     from router.serving.runtime import start_ray
 
-    start_ray()
-    _run_with_timeout(
-        lambda: urls.append(start_gateway(config, "127.0.0.1", port, gateway_redis)),
-        STARTUP_TIMEOUT_S,
-    )
-    print(f"gateway up in {time.monotonic() - t0:.1f}s")
+    # The default data plane (HAProxy -> direct ingress) must be in the environment before Ray
+    # starts, so that every integration test runs on the path users get (issue 11).
+    _plane, plane_dir, line = dataplane.prepare()
+    print(line)
     try:
+        start_ray()
+        _run_with_timeout(
+            lambda: urls.append(start_gateway(config, "127.0.0.1", port, gateway_redis)),
+            STARTUP_TIMEOUT_S,
+        )
+        print(f"gateway up in {time.monotonic() - t0:.1f}s")
         wait_ready(urls[0])
         yield urls[0]
     finally:
         stop_gateway()
+        dataplane.cleanup(plane_dir)

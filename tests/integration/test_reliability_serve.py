@@ -327,6 +327,7 @@ def test_valid_policy_during_load_is_applied_without_failures(rel: Rel, tmp_path
     good.write_text(text)
     config = load_policy(good)
     body = lambda i: chat(f"zebra crossing {i}")  # noqa: E731
+    replicas = _ingress_replicas()
     with Load(rel.url, body, concurrency=3) as load:
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -348,6 +349,16 @@ def test_valid_policy_during_load_is_applied_without_failures(rel: Rel, tmp_path
     assert {r.expert for r in load.results if r.started < t0} == {"fallback"}
     newest = sorted(load.results, key=lambda r: r.started)[-3:]
     assert {r.expert for r in newest} == {"ledger-fake"}
+    # Applied in place (Serve's user_config -> reconfigure): the same ingress replicas serve it.
+    assert _ingress_replicas() == replicas
+
+
+def _ingress_replicas() -> set[str]:
+    from ray.util.state import list_actors
+
+    name = f"ServeReplica:{APP}:ingress"
+    actors = list_actors(filters=[("class_name", "=", name)])
+    return {a.actor_id for a in actors if a.state == "ALIVE"}
 
 
 # ---- limits -------------------------------------------------------------------------------------

@@ -142,8 +142,9 @@ def test_pods_get_airgap_env_redis_from_a_secret_and_token_auth() -> None:
 def test_cpu_only_policy_has_one_cpu_group_sized_from_the_experts() -> None:
     cfg = serve_config(load_policy(PACKAGE_DEFAULT))
     cpu, gpu = resource_needs(cfg)
-    # default policy: smollm2 0.5 x 2 max, generalist 0.5, minilm 0.25, ingress (Serve's 1 CPU)
-    assert (cpu.cpus, gpu.gpus) == (0.5 * 2 + 0.5 + 0.25 + 1, 0)
+    # default policy: smollm2 0.5 x 2 max, generalist 0.5, minilm 0.25, ingress (the config
+    # states gateway.num_cpus, 0 by default, as build_app does)
+    assert (cpu.cpus, gpu.gpus) == (0.5 * 2 + 0.5 + 0.25 + 0, 0)
     groups = rayservice(cfg)["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     assert [g["groupName"] for g in groups] == ["cpu-workers"]
     assert "nvidia.com/gpu" not in groups[0]["template"]["spec"]["containers"][0]["resources"]

@@ -36,3 +36,27 @@ def test_app_builder_rebuilds_the_same_graph_from_embedded_policy() -> None:
     doc = yaml.safe_load(serve_config_yaml(load_policy(PACKAGE_DEFAULT)))
     app = app_builder(doc["applications"][0]["args"])
     assert type(app).__name__ == "Application"
+
+
+def test_policy_is_the_ingress_user_config_and_the_graph_is_the_args() -> None:
+    """A route-only change keeps the app's args (Serve's code version), so `serve deploy` of the
+    new file reconfigures the live ingress; a changed local expert changes the args."""
+    policy = load_policy(PACKAGE_DEFAULT)
+    doc = yaml.safe_load(serve_config_yaml(policy))
+    app = doc["applications"][0]
+    ingress = next(d for d in app["deployments"] if d["name"] == "ingress")
+    assert load_policy_json(ingress["user_config"]["policy"]) == policy
+    assert "policy_json" not in app["args"]
+    routes = policy.routing.model_copy(update={"fallback": "smollm2"})
+    moved = policy.model_copy(update={"routing": routes})
+    assert moved != policy
+    assert yaml.safe_load(serve_config_yaml(moved))["applications"][0]["args"] == app["args"]
+    bigger = policy.experts["smollm2"].model_copy(update={"max_tokens_default": 7})
+    grown = policy.model_copy(update={"experts": {**policy.experts, "smollm2": bigger}})
+    assert yaml.safe_load(serve_config_yaml(grown))["applications"][0]["args"] != app["args"]
+
+
+def load_policy_json(data: object) -> object:
+    from router.config import AppConfig
+
+    return AppConfig.model_validate(data)
