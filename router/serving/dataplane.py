@@ -129,13 +129,13 @@ def cleanup(run_dir: Path | None) -> None:
     nobody is left to, and HAProxy would outlive the gateway."""
     if run_dir is None:
         return
-    for pid in _pids_using(run_dir):
+    for pid in pids_using(run_dir):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _pids_using(run_dir: Path) -> list[int]:
+def pids_using(run_dir: Path) -> list[int]:
     """Processes whose command line names the folder (HAProxy's -f CONFIG), from /proc."""
     needle, pids = str(run_dir).encode(), []
     for entry in Path("/proc").glob("[0-9]*"):

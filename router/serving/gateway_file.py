@@ -32,6 +32,7 @@ class GatewayInfo:
     session_dir: str | None = None
     redis_pid: int | None = None
     admin_url: str | None = None  # no admin HTTP route yet (docs/OPERATIONS.md says why)
+    dataplane_dir: str | None = None  # its HAProxy's folder: HAProxy outlives a kill -9
 
 
 def gateway_name(name: str | None = None) -> str:
@@ -117,15 +118,21 @@ def resolve_address(explicit: str | None, name: str | None = None) -> str:
     return info.ray_address
 
 
-def _session_processes(session_dir: str) -> list[int]:
+def _session_processes(session_dir: str | None, leader: int) -> list[int]:
+    """Ray's processes of a dead gateway: those naming its session, and the rest of its process
+    group (Ray's agents retitle themselves "ray::DashboardAgent", so their command line no longer
+    names the session). A group id is not reused while the group has a member, so a process
+    whose group is the dead gateway's pid is one of its own."""
     import psutil
 
-    session = Path(session_dir).name
+    session = Path(session_dir).name if session_dir else None
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(session in arg for arg in proc.info["cmdline"] or []):
-                pids.append(int(proc.info["pid"]))
+        with contextlib.suppress(psutil.Error, OSError):
+            pid = int(proc.info["pid"])
+            named = session is not None and any(session in a for a in proc.info["cmdline"] or [])
+            if pid != os.getpid() and (named or os.getpgid(pid) == leader):
+                pids.append(pid)
     return pids
 
 
@@ -150,7 +157,7 @@ def reap_dead(name: str | None = None) -> list[str]:
     if info is None or pid_alive(info.pid):
         return []
     done = []
-    pids = _session_processes(info.session_dir) if info.session_dir else []
+    pids = _session_processes(info.session_dir, info.pid)
     if info.redis_pid and pid_alive(info.redis_pid) and _is_redis(info.redis_pid):
         pids.append(info.redis_pid)
     for pid in pids:  # Ray's: SIGKILL; Redis: SIGTERM, so it fsyncs its append-only file
@@ -162,6 +169,11 @@ def reap_dead(name: str | None = None) -> list[str]:
         if not any(pid_alive(p) for p in pids):
             break
         time.sleep(0.1)
+    if info.dataplane_dir:  # Serve's HAProxy is not in Ray's session: found by its folder
+        from router.serving.dataplane import cleanup, pids_using
+
+        done += [str(pid) for pid in pids_using(Path(info.dataplane_dir))]
+        cleanup(Path(info.dataplane_dir))
     remove_session_dir(info.session_dir)
     remove(name, info.pid)
     return done
@@ -179,7 +191,17 @@ def ray_session() -> tuple[str, str | None]:
     return address, node.get_session_dir_path()
 
 
-def record(serve_url: str, redis_pid: int | None) -> tuple[Path, GatewayInfo]:
+def record(
+    serve_url: str, redis_pid: int | None, dataplane_dir: Path | None = None
+) -> tuple[Path, GatewayInfo]:
     address, session_dir = ray_session()
-    info = GatewayInfo(gateway_name(), os.getpid(), address, serve_url, session_dir, redis_pid)
+    info = GatewayInfo(
+        gateway_name(),
+        os.getpid(),
+        address,
+        serve_url,
+        session_dir,
+        redis_pid,
+        dataplane_dir=str(dataplane_dir) if dataplane_dir else None,
+    )
     return write(info), info

@@ -86,7 +86,8 @@ def _record(url: str) -> None:
     from router.serving import gateway_file
 
     redis_pid = getattr(getattr(_EMBEDDED[0], "_proc", None), "pid", None) if _EMBEDDED else None
-    path, info = gateway_file.record(url, redis_pid)
+    plane_dir = _DATAPLANE_DIRS[0] if _DATAPLANE_DIRS else None
+    path, info = gateway_file.record(url, redis_pid, plane_dir)
     _RECORD.append(info)
     _say(f"ray at {info.ray_address}, serve at {url}; recorded in {path}")
 

@@ -3,9 +3,12 @@ gateway is refused quickly with EXIT_NO_GATEWAY and never falls back to Ray's "a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,38 @@ def test_reap_dead_removes_session_dir_and_file(run_dir: Path, tmp_path: Path) -
     assert not session.exists() and gf.read() is None
     gf.write(_info(os.getpid()))
     assert gf.reap_dead() == [] and gf.read() is not None  # a live gateway is left alone
+
+
+def test_reap_dead_kills_what_is_left_of_the_dead_gateways_group(run_dir: Path) -> None:
+    # A group leader that starts a child and dies, as a kill -9-ed gateway leaves Ray's agents
+    # (retitled, so no session folder in their command line) in its process group.
+    code = "import subprocess, sys; print(subprocess.Popen(['sleep', '60']).pid, flush=True)"
+    leader = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert leader.stdout is not None
+    orphan = int(leader.stdout.readline())
+    leader.wait()
+    try:
+        assert gf.pid_alive(orphan) and os.getpgid(orphan) == leader.pid
+        gf.write(_info(leader.pid))
+        assert gf.reap_dead() == [str(orphan)]
+        for _ in range(50):
+            if not _running(orphan):
+                break
+            time.sleep(0.1)
+        assert not _running(orphan)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize("argv", [["policy", "apply"], ["classifier-rollout", "rollback"]])
