@@ -60,8 +60,7 @@ def _ping(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
-def pid_alive(pid: int) -> bool:
-    """The process exists (a PermissionError means it does, as another user's)."""
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,7 +137,7 @@ class EmbeddedRedis:
             pid, port = int(state["pid"]), int(state["port"])
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        if not pid_alive(pid) or not _ping(self.host, port):
+        if not _pid_alive(pid) or not _ping(self.host, port):
             return False
         self.port, self._attached = port, True
         return True
