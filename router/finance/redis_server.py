@@ -60,7 +60,8 @@ def _ping(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists (a PermissionError means it does, as another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -137,7 +138,7 @@ class EmbeddedRedis:
             pid, port = int(state["pid"]), int(state["port"])
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        if not _pid_alive(pid) or not _ping(self.host, port):
+        if not pid_alive(pid) or not _ping(self.host, port):
             return False
         self.port, self._attached = port, True
         return True

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from router.finance.redis_server import pid_alive as pid_alive  # one check for both
+
 # Exit status of an ops command when no gateway runs (documented in docs/OPERATIONS.md).
 EXIT_NO_GATEWAY = 3
 DEFAULT_NAME = "default"
@@ -74,16 +76,6 @@ def remove(name: str | None = None, pid: int | None = None) -> None:
     if info is not None and (pid is None or info.pid == pid):
         with contextlib.suppress(OSError):
             path_for(name).unlink()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def reachable(address: str, timeout_s: float = 1.0) -> bool:
