@@ -151,6 +151,16 @@ def litellm_capabilities(model: str, context_window: int | None) -> Capabilities
     )
 
 
+def litellm_lists(model: str) -> bool:
+    """Whether litellm's bundled model table (offline) has an entry for `model`."""
+    litellm = import_litellm()
+    try:
+        litellm.get_model_info(model)
+    except Exception:  # litellm raises for a model it does not list
+        return False
+    return True
+
+
 def _provider(litellm: Any, model: str) -> str | None:
     with contextlib.suppress(Exception):
         return str(litellm.get_llm_provider(model)[1])

@@ -90,9 +90,12 @@ class ExpertSpec(_Strict):
     api_base: str | None = None
     api_key_env: str | None = Field(None, description="Name of the env var holding the key.")
     retries: int = Field(0, ge=0, le=5)
-    client: Literal["litellm", "httpx"] = Field(
-        "litellm",
-        description="remote: litellm (any provider) or httpx (direct, OpenAI-compatible api_base).",
+    client: Literal["auto", "litellm", "httpx"] = Field(
+        "auto",
+        description="remote: litellm (any provider), httpx (direct, OpenAI-compatible api_base), "
+        "or auto: httpx for an `openai/<name>` chat model at an api_base that litellm's model "
+        "table does not list (a self-hosted server, where litellm adds latency and nothing "
+        "else), litellm otherwise.",
     )
     # fake
     reply: str | None = Field(None, description="fake: fixed reply (default echoes the prompt).")

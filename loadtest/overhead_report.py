@@ -108,7 +108,7 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "added": added,
         "ratios": ratios,
-        "slm_router_meets_target": verdict,
+        "slm_router_no_worse_than_litellm": verdict,
         "targets": issue_targets(added, slm, lite),
     }
 
