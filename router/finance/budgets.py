@@ -11,12 +11,15 @@ Rate windows use Redis' clock (TIME) so replicas on different hosts agree; the l
 usual two-window approximation of a sliding minute (previous minute weighted by how much of it
 still overlaps the last 60 s, plus the current minute).
 
-Layout (prefix `slm`):
-  {p}:spend:{team}:{period_id}        hash: spent, reserved (nano-USD)
-  {p}:spend:{team}:{period_id}:res    hash: reservation id -> estimate
-  {p}:spend:{team}:{period_id}:exp    zset: reservation id -> expiry (crashed holders)
-  {p}:rl:{key_id}:{minute}            hash: r (requests), t (tokens)
-  {p}:settled:{reservation id}        guard so that a retried settle counts once
+Layout (prefix `slm`; T is the team, `{team}` on Redis Cluster: router.finance.keyspace):
+  {p}:spend:T:{period_id}        hash: spent, reserved (nano-USD)
+  {p}:spend:T:{period_id}:res    hash: reservation id -> estimate
+  {p}:spend:T:{period_id}:exp    zset: reservation id -> expiry (crashed holders)
+  {p}:rl:T:{key_id}              hash: w (minute), cr/ct (its requests, tokens), pr/pt (the
+                                 minute before)
+  {p}:settled:T:{reservation id} guard so that a retried settle counts once
+Both scripts receive every key they touch in KEYS (the day's and the month's spend keys both,
+since the team's period is read inside the script), so on a cluster they run in the team's slot.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 from router.errors import AccessUnavailable, BudgetExceeded, RateLimited
 from router.finance.costs import nano_to_usd
 from router.finance.keys import KeyInfo, Period
+from router.finance.keyspace import KeySpace
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ADMIT_LUA = """
+-- KEYS: 1 team config; 2-4 day spend, :res, :exp; 5-7 month spend, :res, :exp; 8 rate window.
+-- Every key the script touches is in KEYS (and in the team's slot on a cluster).
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) + tonumber(tm[2]) / 1000000
 local win = math.floor(now / 60)
@@ -45,30 +51,33 @@ local elapsed = now - win * 60
 local w = (60 - elapsed) / 60
 local est_tok = tonumber(ARGV[2])
 local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cur_k = KEYS[3] .. ':' .. win
-local prev_k = KEYS[3] .. ':' .. (win - 1)
+local rl = KEYS[8]
+-- The window hash holds this minute (cr, ct) and the one before (pr, pt) of minute w.
+local v = redis.call('HMGET', rl, 'w', 'pr', 'pt', 'cr', 'ct')
+local pr, pt, cr, ct = 0, 0, 0, 0
+local at = tonumber(v[1] or '-1')
+if at == win then
+  pr, pt, cr, ct = tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0'),
+                   tonumber(v[5] or '0')
+elseif at == win - 1 then
+  pr, pt = tonumber(v[4] or '0'), tonumber(v[5] or '0')
+end
 local function num(k, f) return tonumber(redis.call('HGET', k, f) or '0') end
 local function wait(prev, cur, need, limit)
   if cur + need > limit or prev <= 0 then return 60 - elapsed end
   return math.max(60 - 60 * (limit - cur - need) / prev - elapsed, 0.001)
 end
-if rpm > 0 then
-  local p, c = num(prev_k, 'r'), num(cur_k, 'r')
-  if p * w + c + 1 > rpm then return {1, tostring(wait(p, c, 1, rpm)), 'rpm'} end
-end
+if rpm > 0 and pr * w + cr + 1 > rpm then return {1, tostring(wait(pr, cr, 1, rpm)), 'rpm'} end
 if tpm > 0 then
-  local p, c = num(prev_k, 't'), num(cur_k, 't')
-  local used = p * w + c
+  local used = pt * w + ct
   if used > 0 and used + est_tok > tpm then
-    return {1, tostring(wait(p, c, math.min(est_tok, tpm), tpm)), 'tpm'}
+    return {1, tostring(wait(pt, ct, math.min(est_tok, tpm), tpm)), 'tpm'}
   end
 end
 local period = redis.call('HGET', KEYS[1], 'period')
 if not period then period = 'month' end
-local pid = ARGV[8]
-if period == 'day' then pid = ARGV[7] end
-local bk = KEYS[2] .. ':' .. pid
-local rk, ek = bk .. ':res', bk .. ':exp'
+local pid, bk, rk, ek = ARGV[8], KEYS[5], KEYS[6], KEYS[7]
+if period == 'day' then pid, bk, rk, ek = ARGV[7], KEYS[2], KEYS[3], KEYS[4] end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', ek, '-inf', now)) do
   local e = redis.call('HGET', rk, id)
   if e then
@@ -89,26 +98,29 @@ redis.call('HINCRBY', bk, 'reserved', ARGV[1])
 redis.call('HSET', rk, ARGV[5], ARGV[1])
 redis.call('ZADD', ek, now + tonumber(ARGV[6]), ARGV[5])
 for _, k in ipairs({bk, rk, ek}) do redis.call('EXPIRE', k, tonumber(ARGV[9])) end
-redis.call('HINCRBY', cur_k, 'r', 1)
-redis.call('HINCRBY', cur_k, 't', ARGV[2])
-redis.call('EXPIRE', cur_k, 180)
-return {0, bk, cur_k, redis.call('HGET', bk, 'spent') or '0',
+redis.call('HSET', rl, 'w', win, 'pr', pr, 'pt', pt, 'cr', cr + 1, 'ct', ct + est_tok)
+redis.call('EXPIRE', rl, 180)
+return {0, bk, tostring(win), redis.call('HGET', bk, 'spent') or '0',
         redis.call('HGET', bk, 'reserved') or '0', budget or ''}
 """
 
 _SETTLE_LUA = """
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', 86400) then return 0 end
-local rk, ek = KEYS[1] .. ':res', KEYS[1] .. ':exp'
-local e = redis.call('HGET', rk, ARGV[1])
+-- KEYS: 1 spend, 2 its :res, 3 its :exp, 4 rate window, 5 settle guard (all in the team's slot).
+if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', 86400) then return 0 end
+local e = redis.call('HGET', KEYS[2], ARGV[1])
 if e then
   if e ~= '0' then redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. e) end
-  redis.call('HDEL', rk, ARGV[1])
-  redis.call('ZREM', ek, ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
 redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-if ARGV[3] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], 't', ARGV[3])
+if ARGV[3] ~= '0' then
+  -- The tokens count in the minute of the admission: still current, or rolled to previous.
+  local at = tonumber(redis.call('HGET', KEYS[4], 'w') or '-1')
+  local win = tonumber(ARGV[5])
+  if at == win then redis.call('HINCRBY', KEYS[4], 'ct', ARGV[3])
+  elseif at == win + 1 then redis.call('HINCRBY', KEYS[4], 'pt', ARGV[3]) end
 end
 return 1
 """
@@ -129,6 +141,7 @@ class Reservation:
     budget_nano: int | None = None
     spent_nano: int = 0
     reserved_nano: int = 0
+    window: int = 0  # the minute (Redis' clock) whose rate window counted this request
 
     @property
     def used_fraction(self) -> float | None:
@@ -178,6 +191,7 @@ class Limiter:
     ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.space = KeySpace.of(redis, prefix)
         self.reservation_ttl_s = reservation_ttl_s
         self.fail_open = fail_open
         self._admit = redis.register_script(_ADMIT_LUA)
@@ -186,11 +200,15 @@ class Limiter:
     async def admit(self, key: KeyInfo, estimate_nano: int, estimate_tokens: int) -> Reservation:
         """Reserve the estimate or raise RateLimited / BudgetExceeded (429) / AccessUnavailable."""
         res_id = secrets.token_hex(12)
-        p = self.prefix
         day_id, month_id = period_ids()
+        s, team = self.space, key.team
+        day, month = s.spend(team, day_id), s.spend(team, month_id)
+        window_key = s.rate(team, key.key_id)
+        keys = [s.team_config(team), day, day + ":res", day + ":exp"]
+        keys += [month, month + ":res", month + ":exp", window_key]
         try:
             reply = await self._admit(
-                keys=[f"{p}:team:{key.team}", f"{p}:spend:{key.team}", f"{p}:rl:{key.key_id}"],
+                keys=keys,
                 args=[
                     max(0, int(estimate_nano)),
                     max(0, int(estimate_tokens)),
@@ -228,12 +246,13 @@ class Limiter:
             team=key.team,
             key_id=key.key_id,
             budget_key=str(reply[1]),
-            window_key=str(reply[2]),
+            window_key=window_key,
             estimate_nano=int(estimate_nano),
             estimate_tokens=int(estimate_tokens),
             budget_nano=int(reply[5]) if reply[5] not in ("", None) else None,
             spent_nano=int(reply[3]),
             reserved_nano=int(reply[4]),
+            window=int(reply[2]),
         )
 
     async def settle(self, res: Reservation, actual_nano: int, actual_tokens: int) -> bool:
@@ -245,13 +264,21 @@ class Limiter:
         if not res.budget_key:
             return False
         try:
+            bk = res.budget_key
             done = await self._settle(
-                keys=[res.budget_key, res.window_key, f"{self.prefix}:settled:{res.id}"],
+                keys=[
+                    bk,
+                    bk + ":res",
+                    bk + ":exp",
+                    res.window_key,
+                    self.space.settled(res.team, res.id),
+                ],
                 args=[
                     res.id,
                     max(0, int(actual_nano)),
                     int(actual_tokens) - res.estimate_tokens,
                     _PERIOD_TTL_S,
+                    res.window,
                 ],
             )
         except Exception:
@@ -265,12 +292,11 @@ class Limiter:
         now: float | None = None,
     ) -> BudgetStatus:
         """Budget burn for the team's current period (for the dashboard and the CLI)."""
-        p = self.prefix
-        cfg = await self.redis.hgetall(f"{p}:team:{team}")
+        cfg = await self.redis.hgetall(self.space.team_config(team))
         period: Period = "day" if cfg.get("period") == "day" else "month"
         day_id, month_id = period_ids(now)
         pid = day_id if period == "day" else month_id
-        h = await self.redis.hgetall(f"{p}:spend:{team}:{pid}")
+        h = await self.redis.hgetall(self.space.spend(team, pid))
         budget = cfg.get("budget_nano", "")
         return BudgetStatus(
             team=team,

@@ -8,8 +8,12 @@ Layout (prefix `slm`):
   {p}:key:{sha256}     hash: key_id, team, rpm, tpm, admin, created_at, revoked, name
   {p}:keyid:{key_id}   the key's sha256 (revoke/list by the public id)
   {p}:keys             set of key ids
-  {p}:team:{team}      hash: budget_nano, period (day|month)
+  {p}:team:T          hash: budget_nano, period (day|month); T is the team, `{team}` (its hash
+                       tag) on Redis Cluster, so admission's script finds it in the team's slot
   {p}:teams            set of teams
+
+On a cluster the four writes of a new key span slots, so they cannot be one MULTI: the indexes go
+first and the key's hash last, so a key that works is always listed (and revocable by id).
 
 Team and key names are 1-64 characters of [A-Za-z0-9._-] (NAME_PATTERN): they end up in Redis
 keys, ledger dimensions, CSV cells and terminal tables, where a newline, a separator or a
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 from router.errors import AccessUnavailable, AdminRequired, InvalidApiKey
 from router.finance.costs import nano_to_usd, usd_to_nano
+from router.finance.keyspace import KeySpace
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -105,6 +110,7 @@ class KeyStore:
     def __init__(self, redis: Redis, *, prefix: str = "slm", cache_ttl_s: float = 5.0) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.space = KeySpace.of(redis, prefix)
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
 
@@ -134,29 +140,33 @@ class KeyStore:
             created_at=time.time(),
             name=name,
         )
-        sha = hash_key(plaintext)
-        p = self.prefix
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                f"{p}:key:{sha}",
-                mapping={
-                    "key_id": info.key_id,
-                    "team": team,
-                    "rpm": rpm,
-                    "tpm": tpm,
-                    "admin": int(admin),
-                    "created_at": repr(info.created_at),
-                    "revoked": 0,
-                    "name": name,
-                },
-            )
-            pipe.set(f"{p}:keyid:{info.key_id}", sha)
-            pipe.sadd(f"{p}:keys", info.key_id)
-            pipe.sadd(f"{p}:teams", team)
-            await pipe.execute()
+        await self._store(hash_key(plaintext), info)
         if budget_usd is not None:
             await self.set_budget(team, budget_usd, period)
         return CreatedKey(plaintext=plaintext, info=info)
+
+    async def _store(self, sha: str, info: KeyInfo) -> None:
+        p = self.prefix
+        record = {
+            "key_id": info.key_id,
+            "team": info.team,
+            "rpm": info.rpm,
+            "tpm": info.tpm,
+            "admin": int(info.admin),
+            "created_at": repr(info.created_at),
+            "revoked": 0,
+            "name": info.name,
+        }
+        # One MULTI on one Redis; on a cluster (keys in several slots) indexes first, key last.
+        async with self.redis.pipeline(transaction=not self.space.cluster) as pipe:
+            pipe.set(f"{p}:keyid:{info.key_id}", sha)
+            pipe.sadd(f"{p}:keys", info.key_id)
+            pipe.sadd(f"{p}:teams", info.team)
+            if not self.space.cluster:
+                pipe.hset(f"{p}:key:{sha}", mapping=record)  # type: ignore[arg-type]
+            await pipe.execute()
+        if self.space.cluster:
+            await self.redis.hset(f"{p}:key:{sha}", mapping=record)  # type: ignore[arg-type]
 
     async def list_keys(self, team: str | None = None) -> list[KeyInfo]:
         ids = sorted(str(k) for k in await self.redis.smembers(f"{self.prefix}:keys"))
@@ -222,7 +232,7 @@ class KeyStore:
         check_name(team)
         if period not in ("day", "month"):
             raise ValueError("period must be 'day' or 'month'")
-        key = f"{self.prefix}:team:{team}"
+        key = self.space.team_config(team)
         if budget_usd is None:
             await self.redis.hdel(key, "budget_nano")
             return
@@ -233,7 +243,7 @@ class KeyStore:
         await self.redis.sadd(f"{self.prefix}:teams", team)
 
     async def budget(self, team: str) -> TeamBudget | None:
-        h = await self.redis.hgetall(f"{self.prefix}:team:{team}")
+        h = await self.redis.hgetall(self.space.team_config(team))
         if not h or h.get("budget_nano", "") == "":
             return None
         period: Period = "day" if h.get("period") == "day" else "month"

@@ -3,6 +3,11 @@
 When REDIS_URL is unset the gateway starts Debian's `redis-server` on a free loopback port with
 append-only persistence under the user's data dir, so the ledger survives restarts without any
 set-up. The process is ours: we stop it on shutdown (SHUTDOWN, then SIGTERM, then SIGKILL).
+
+Redis Cluster: a URL with `cluster=true` in its query (`redis://10.0.0.5:6379/0?cluster=true`,
+any one node of the cluster) gets redis-py's RedisCluster client, which finds the other nodes,
+follows MOVED/ASK and splits non-transactional pipelines by node. Keys are then hash-tagged per
+team (router.finance.keyspace).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
@@ -238,6 +244,27 @@ def resolve_redis_url(url: str | None = None) -> tuple[str, EmbeddedRedis | None
     return server.start(), server
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+CLUSTER_MAX_CONNECTIONS = 512  # per node and process: RedisCluster refuses, never waits, past it
+
+
+def split_cluster_flag(url: str) -> tuple[str, bool]:
+    """(the URL without its `cluster` query parameter, whether it asked for a cluster).
+
+    redis-py would hand an unknown query parameter to every connection, so ours is taken out.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v.strip().lower() for k, v in query if k == "cluster"]
+    if not flags:
+        return url, False
+    if flags[-1] not in _TRUE | _FALSE:
+        raise ValueError(f"cluster={flags[-1]!r} in the Redis URL: use true or false")
+    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), flags[-1] in _TRUE
+
+
 def make_client(
     url: str,
     *,
@@ -246,13 +273,27 @@ def make_client(
     pool_timeout_s: float = 2.0,
     **kwargs: Any,
 ) -> Redis:
-    """An asyncio client on a BlockingConnectionPool.
+    """An asyncio client on a BlockingConnectionPool, or a RedisCluster for `cluster=true`.
 
     redis-py's default pool raises "Too many connections" under bursts; a blocking pool makes a
-    burst wait for a free connection instead (up to `pool_timeout_s`).
+    burst wait for a free connection instead (up to `pool_timeout_s`). RedisCluster has no
+    blocking pool, so it gets a per-node cap that a burst does not reach. It is typed as Redis:
+    it speaks every command used here, and router.finance.keyspace.is_cluster tells them apart.
     """
     from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.cluster import RedisCluster
 
+    url, cluster = split_cluster_flag(url)
+    if cluster:
+        client = RedisCluster.from_url(
+            url,
+            max_connections=max(max_connections, CLUSTER_MAX_CONNECTIONS),
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            decode_responses=True,
+            **kwargs,
+        )
+        return cast("Redis", client)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -263,3 +304,14 @@ def make_client(
         **kwargs,
     )
     return Redis(connection_pool=pool)
+
+
+def make_sync_client(url: str, *, socket_timeout_s: float = 2.0) -> SyncRedis:
+    """A blocking client for threads (e.g. replica metrics), a RedisCluster for `cluster=true`."""
+    from redis import Redis as _SyncRedis
+    from redis.cluster import RedisCluster
+
+    url, cluster = split_cluster_flag(url)
+    if cluster:
+        return cast("SyncRedis", RedisCluster.from_url(url, socket_timeout=socket_timeout_s))
+    return _SyncRedis.from_url(url, socket_timeout=socket_timeout_s)
