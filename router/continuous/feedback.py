@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from router.continuous.spec import FeedbackPolicy
 from router.errors import InvalidRequest, NotFound
+from router.finance.keyspace import is_cluster
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -278,7 +279,8 @@ class FeedbackStore:
             out_of_scope=(noted["out_of_scope"] == "True") if noted.get("out_of_scope") else None,
         )
         key_name = f"{self.prefix}:fb:{fb.request_id}"
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # One MULTI on one Redis; on a cluster the record and the index are in two slots.
+        async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.delete(key_name)  # a second feedback replaces the first, field for field
             pipe.hset(key_name, mapping=out.to_hash())  # type: ignore[arg-type]
             pipe.expire(key_name, self.retention_s)

@@ -12,6 +12,16 @@ Layout (prefix `slm` by default):
 One Lua script checks the guard and applies every write, so a record is counted entirely or not
 at all, and a retried or replayed record never counts twice.
 
+On Redis Cluster (router.finance.keyspace) the per-day keys are per team and day, in the team's
+slot, so the script's keys share one slot; what cannot (the record, found by request id alone,
+and the indexes of days and of each day's teams) is written beside it, idempotently:
+  {p}:req:{request_id}              the record (same name; written before the script)
+  {p}:seen:{team}:{request_id}      the count-once guard, in the script
+  {p}:agg:{team}:{day}, {p}:top:{team}:{day}, {p}:lat:{team}:{day}:{expert},
+  {p}:latx:{team}:{day}             as above, one team each
+  {p}:days, {p}:dayteams:{day}      zset of days, set of the day's teams (reports read these)
+A batch that fails part-way is spooled and replayed whole: the guard keeps the counts exact.
+
 `record()` never raises and returns at once: it queues the record for one writer task that
 pipelines batches with a short timeout; a failed batch goes to a local JSONL spool that a
 background loop replays when Redis answers again. Each process should have its own spool file
@@ -29,6 +39,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router.finance.keyspace import KeySpace
 from router.finance.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
 from router.finance.redis_server import make_client
 from router.finance.spool import Spool, read_spool
@@ -41,33 +52,43 @@ log = logging.getLogger(__name__)
 SEP = "\x1f"
 DEFAULT_RETENTION_S = 400 * 24 * 3600
 REPLAY_BATCH = 200
+CLUSTER_SCRIPTS = 32  # concurrent ledger scripts per batch on a cluster
 
 _WRITE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local ttl = tonumber(ARGV[1])
-local cell = ARGV[2]
-local top_cap = tonumber(ARGV[5])
-local lat_cap = tonumber(ARGV[6])
-local n = tonumber(ARGV[7])
-local t = 8 + 2 * n
+-- KEYS: 1 guard, 2 agg, 3 top, 4 latency list, 5 latency experts, 6 days (mode 'r' only).
+-- Mode 'r' (one Redis): the guard is the record itself, written here with the day index.
+-- Mode 's' (cluster): the guard is a marker in the team's slot; the record is written outside.
+local mode, ttl = ARGV[1], tonumber(ARGV[2])
+if mode == 'r' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+elseif not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ttl) then
+  return 0
+end
+local cell = ARGV[3]
+local top_cap = tonumber(ARGV[6])
+local lat_cap = tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
+local t = 9 + 2 * n
 local request_id, cost, latency, expert = ARGV[t], ARGV[t + 1], ARGV[t + 2], ARGV[t + 3]
-redis.call('HSET', KEYS[1], unpack(ARGV, t + 4))
-redis.call('EXPIRE', KEYS[1], ttl)
+if mode == 'r' then
+  redis.call('HSET', KEYS[1], unpack(ARGV, t + 4))
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[4]), ARGV[5])
+end
 for i = 0, n - 1 do
-  local v = tonumber(ARGV[9 + 2 * i])
-  if v ~= 0 then redis.call('HINCRBY', KEYS[2], cell .. ARGV[8 + 2 * i], v) end
+  local v = tonumber(ARGV[10 + 2 * i])
+  if v ~= 0 then redis.call('HINCRBY', KEYS[2], cell .. ARGV[9 + 2 * i], v) end
 end
-redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), ARGV[4])
-redis.call('ZADD', KEYS[4], tonumber(cost), request_id)
-if redis.call('ZCARD', KEYS[4]) > top_cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(top_cap + 1))
+redis.call('ZADD', KEYS[3], tonumber(cost), request_id)
+if redis.call('ZCARD', KEYS[3]) > top_cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(top_cap + 1))
 end
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('LPUSH', KEYS[4], latency)
+redis.call('LTRIM', KEYS[4], 0, lat_cap - 1)
 redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('LPUSH', KEYS[5], latency)
-redis.call('LTRIM', KEYS[5], 0, lat_cap - 1)
+redis.call('SADD', KEYS[5], expert)
 redis.call('EXPIRE', KEYS[5], ttl)
-redis.call('SADD', KEYS[6], expert)
-redis.call('EXPIRE', KEYS[6], ttl)
 return 1
 """
 
@@ -99,6 +120,7 @@ class Ledger:
         self.redis: Redis = client or make_client(redis_url)
         self.spool = Spool(spool_path, on_spool)
         self.prefix = prefix
+        self.space = KeySpace.of(self.redis, prefix)
         self.retention_s = retention_s
         self.write_timeout_s = write_timeout_s
         self.top_cap = top_cap
@@ -132,7 +154,7 @@ class Ledger:
 
     async def write(self, rec: CostRecord) -> bool:
         """Write now and wait (raises on Redis errors). True if new, False if already counted."""
-        return bool(await self._script(keys=self._keys(rec), args=self._args(rec)))
+        return bool(await self._write_batch([rec]))
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait until queued records are written (or spooled)."""
@@ -187,15 +209,12 @@ class Ledger:
             self.spool.append(batch)
 
     def _keys(self, rec: CostRecord) -> list[str]:
-        p, day = self.prefix, rec.day
-        return [
-            f"{p}:req:{rec.request_id}",
-            f"{p}:agg:{day}",
-            f"{p}:days",
-            f"{p}:top:{day}",
-            f"{p}:lat:{day}:{_clean(rec.expert)}",
-            f"{p}:latx:{day}",
-        ]
+        s, day, team = self.space, rec.day, _clean(rec.team)
+        scope = s.ledger_scope(team)
+        guard = s.seen(team, rec.request_id) if s.cluster else s.record(rec.request_id)
+        keys = [guard, s.agg(scope, day), s.top(scope, day)]
+        keys += [s.latency(scope, day, _clean(rec.expert)), s.latency_experts(scope, day)]
+        return keys if s.cluster else [*keys, s.days()]
 
     def _args(self, rec: CostRecord) -> list[Any]:
         cell = SEP.join((_clean(rec.team), _clean(rec.expert), _clean(rec.domain), ""))
@@ -216,6 +235,7 @@ class Ledger:
             flat += [k, v]
         tail = [rec.request_id, rec.cost_nano, f"{rec.latency_ms:.3f}", _clean(rec.expert)]
         head = [
+            "s" if self.space.cluster else "r",
             self.retention_s,
             cell,
             day_score(rec.day),
@@ -224,6 +244,8 @@ class Ledger:
             self.latency_cap,
             len(METRICS),
         ]
+        if self.space.cluster:
+            return head + metric_args + tail  # the record is written outside the script
         return head + metric_args + tail + flat
 
     # ---- spool ---------------------------------------------------------------------------
@@ -268,11 +290,36 @@ class Ledger:
         return counted
 
     async def _write_batch(self, batch: Sequence[CostRecord]) -> int:
+        if self.space.cluster:
+            return await self._write_cluster_batch(batch)
         async with self.redis.pipeline(transaction=False) as pipe:
             for rec in batch:
                 await self._script(keys=self._keys(rec), args=self._args(rec), client=pipe)
             results = await pipe.execute()
         return sum(int(r) for r in results)
+
+    async def _write_cluster_batch(self, batch: Sequence[CostRecord]) -> int:
+        """The record and indexes first (idempotent), then each count-once script.
+
+        The scripts run as single calls, not in a cluster pipeline: redis-py's Script reloads
+        itself on a node that answers NOSCRIPT (a new or restarted master); a cluster pipeline
+        does not. Records go CLUSTER_SCRIPTS at a time, so a batch stays under the node's cap.
+        """
+        s, ttl = self.space, self.retention_s
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rec in batch:
+                pipe.hset(s.record(rec.request_id), mapping=rec.to_hash())  # type: ignore[arg-type]
+                pipe.expire(s.record(rec.request_id), ttl)
+                pipe.zadd(s.days(), {rec.day: day_score(rec.day)})
+                pipe.sadd(s.day_teams(rec.day), _clean(rec.team))
+                pipe.expire(s.day_teams(rec.day), ttl)
+            await pipe.execute()
+        counted = 0
+        for start in range(0, len(batch), CLUSTER_SCRIPTS):
+            part = batch[start : start + CLUSTER_SCRIPTS]
+            calls = [self._script(keys=self._keys(r), args=self._args(r)) for r in part]
+            counted += sum(int(r) for r in await asyncio.gather(*calls))
+        return counted
 
     async def _replay_loop(self) -> None:
         while True:
@@ -302,7 +349,27 @@ class Ledger:
     async def days(self, from_date: date | None = None, to_date: date | None = None) -> list[str]:
         lo = day_score(from_date) if from_date else "-inf"
         hi = day_score(to_date) if to_date else "+inf"
-        return [str(d) for d in await self.redis.zrangebyscore(f"{self.prefix}:days", lo, hi)]
+        return [str(d) for d in await self.redis.zrangebyscore(self.space.days(), lo, hi)]
+
+    async def _cells(
+        self, from_date: date | None, to_date: date | None, team: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(day, scope) of every per-day key set in the range: one per day on one Redis; on a
+        cluster one per team with data that day (only `team`'s when given)."""
+        days = await self.days(from_date, to_date)
+        if not self.space.cluster:
+            return [(day, "") for day in days]
+        if team is not None:
+            return [(day, self.space.ledger_scope(_clean(team))) for day in days]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.smembers(self.space.day_teams(day))
+            teams = await pipe.execute()
+        return [
+            (day, self.space.ledger_scope(t))
+            for day, ts in zip(days, teams, strict=True)
+            for t in sorted(ts)
+        ]
 
     async def totals(
         self,
@@ -316,13 +383,13 @@ class Ledger:
         `group_by` is one of day|team|expert|domain, or several ("day,team") for a cross table.
         """
         dims = parse_dims(group_by)
-        days = await self.days(from_date, to_date)
+        cells = await self._cells(from_date, to_date, team)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.hgetall(f"{self.prefix}:agg:{day}")
+            for day, scope in cells:
+                pipe.hgetall(self.space.agg(scope, day))
             hashes = await pipe.execute()
         sums: dict[tuple[str, ...], dict[str, int]] = {}
-        for day, h in zip(days, hashes, strict=True):
+        for (day, _), h in zip(cells, hashes, strict=True):
             for field, value in h.items():
                 t, e, d, metric = field.split(SEP)
                 if team is not None and t != team:
@@ -334,7 +401,7 @@ class Ledger:
         return [TotalsRow(group=g, dims=dims, **m) for g, m in sorted(sums.items())]
 
     async def get(self, request_id: str) -> CostRecord | None:
-        h: dict[str, Any] = await self.redis.hgetall(f"{self.prefix}:req:{request_id}")  # type: ignore[assignment]
+        h: dict[str, Any] = await self.redis.hgetall(self.space.record(request_id))  # type: ignore[assignment]
         return CostRecord.from_mapping(h) if h else None
 
     async def top_requests(
@@ -345,10 +412,10 @@ class Ledger:
         team: str | None = None,
     ) -> list[CostRecord]:
         """The n most expensive requests in the range (among the `top_cap` kept per day)."""
-        days = await self.days(from_date, to_date)
+        cells = await self._cells(from_date, to_date, team)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.zrevrange(f"{self.prefix}:top:{day}", 0, -1, withscores=True)
+            for day, scope in cells:
+                pipe.zrevrange(self.space.top(scope, day), 0, -1, withscores=True)
             ranked = [m for per_day in await pipe.execute() for m in per_day]
         ranked.sort(key=lambda m: (-m[1], m[0]))
         out: list[CostRecord] = []
@@ -356,7 +423,7 @@ class Ledger:
             ids = [rid for rid, _ in ranked[start : start + max(n, 50)]]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for rid in ids:
-                    pipe.hgetall(f"{self.prefix}:req:{rid}")
+                    pipe.hgetall(self.space.record(rid))
                 hashes = await pipe.execute()
             for h in hashes:
                 if h and (team is None or h.get("team") == team):
@@ -372,18 +439,18 @@ class Ledger:
         percentiles: Sequence[float] = (50, 95),
     ) -> dict[str, dict[str, float]]:
         """{expert: {"p50": ms, "p95": ms, "samples": n}} over the capped samples kept per day."""
-        days = await self.days(from_date, to_date)
+        cells = await self._cells(from_date, to_date)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.smembers(f"{self.prefix}:latx:{day}")
-            experts_per_day = await pipe.execute()
-        pairs = [(d, e) for d, es in zip(days, experts_per_day, strict=True) for e in es]
+            for day, scope in cells:
+                pipe.smembers(self.space.latency_experts(scope, day))
+            experts_per_cell = await pipe.execute()
+        triples = [(c, e) for c, es in zip(cells, experts_per_cell, strict=True) for e in es]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for day, expert in pairs:
-                pipe.lrange(f"{self.prefix}:lat:{day}:{expert}", 0, -1)
+            for (day, scope), expert in triples:
+                pipe.lrange(self.space.latency(scope, day, expert), 0, -1)
             lists = await pipe.execute()
         samples: dict[str, list[float]] = {}
-        for (_, expert), values in zip(pairs, lists, strict=True):
+        for (_, expert), values in zip(triples, lists, strict=True):
             samples.setdefault(expert, []).extend(float(v) for v in values)
         return {e: _percentiles(v, percentiles) for e, v in sorted(samples.items())}
 
