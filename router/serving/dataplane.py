@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 DATA_PLANES = ("haproxy", "proxy")
@@ -133,6 +134,29 @@ def cleanup(run_dir: Path | None) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def drain(run_dir: Path | None, grace_s: float) -> None:
+    """HAProxy's soft stop (SIGUSR1): it closes its listeners at once and exits once the requests
+    in flight have their answers; waited for at most `grace_s`. Serve's own shutdown does this on
+    a clean stop; a group SIGTERM does not reach HAProxy (its manager's process group)."""
+    if run_dir is None:
+        return
+    pids = pids_using(run_dir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + grace_s
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (HAProxy's parent, a Ray worker, may not reap it in time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def pids_using(run_dir: Path) -> list[int]:

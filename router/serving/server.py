@@ -110,7 +110,6 @@ def wait_ready(url: str, timeout_s: float = 120, poll_s: float = 0.5) -> None:
 
 def stop_gateway() -> None:
     import ray
-    from ray import serve
 
     from router.serving.signals import bounded, kill_ray_processes, ray_node_dead
 
@@ -120,7 +119,7 @@ def stop_gateway() -> None:
         # period; skipped when a group SIGTERM already took Ray's own processes (issue 14.1).
         if dead:
             _say("ray's processes already got the signal; skipping serve shutdown")
-        elif not bounded(serve.shutdown, _grace_s()):
+        elif not bounded(_stop_serve, _grace_s()):
             _say(f"serve shutdown exceeded the {_grace_s():.0f}s grace period; stopping ray")
     finally:
         session_dir = _RECORD[0].session_dir if _RECORD else None
@@ -136,6 +135,24 @@ def stop_gateway() -> None:
 
         while _DATAPLANE_DIRS:
             cleanup(_DATAPLANE_DIRS.pop())
+
+
+def _stop_serve() -> None:
+    """On a cluster we joined (RAY_ADDRESS), Serve may run others' apps too: delete ours, and
+    shut Serve down only when no app is left (else its controller and proxies outlive us)."""
+    import ray
+    from ray import serve
+
+    from router.serving.app import APP_NAME
+    from router.serving.gateway_file import ray_session
+
+    # No session folder of ours: we did not start this Ray (a stop before Ray was up skips it).
+    if ray.is_initialized() and ray_session()[1] is None:
+        if APP_NAME in serve.status().applications:
+            serve.delete(APP_NAME)
+        if serve.status().applications:
+            return
+    serve.shutdown()
 
 
 def _forget(session_dir: str | None) -> None:

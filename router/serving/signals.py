@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -76,32 +77,87 @@ def _own_node() -> Any | None:
     return None
 
 
-def ray_node_dead(wait_s: float = 1.0) -> bool:
-    """True when this driver started Ray and its GCS or raylet died (SIGTERM to the whole process
-    group reaches them too; they take a moment to exit, hence the short wait): serve.shutdown and
-    ray.shutdown would then wait on a dead controller and GCS."""
+def node_dead() -> bool:
+    """True when this driver started Ray and that node is going down (checked now): its GCS or
+    raylet has exited, or the GCS no longer accepts connections. A group SIGTERM reaches both:
+    the GCS closes its port at once but its process lingers, the raylet drains for ~10 s."""
     node = _own_node()
     if node is None:
         return False
     vital = ("gcs_server", "raylet")  # ray_constants.PROCESS_TYPE_*
-    for _ in range(max(1, int(wait_s / 0.1))):
-        with contextlib.suppress(Exception):
-            if any(kind in vital for kind, _proc in node.dead_processes()):
-                return True
+    with contextlib.suppress(Exception):
+        if any(kind in vital for kind, _proc in node.dead_processes()):
+            return True
+        return not _accepts(str(node.gcs_address))
+    return False
+
+
+def _accepts(address: str, timeout_s: float = 0.5) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def ray_node_dead(wait_s: float = 1.0) -> bool:
+    """node_dead(), waiting up to `wait_s` for it: SIGTERM to the whole process group reaches
+    Ray's processes too, and they take a moment to exit."""
+    deadline = time.monotonic() + wait_s
+    while not node_dead():
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
+    return True
+
+
+def stop_serve(shutdown: Callable[[], None], grace_s: float, say: Callable[[str], None]) -> bool:
+    """Run Serve's orderly shutdown for at most `grace_s`, given up as soon as the raylet or GCS
+    we started exits; True when Ray's node is dead (the caller then kills what is left).
+
+    A group SIGTERM reaches the raylet and GCS as well as us: serve.shutdown then talks to a
+    cluster on its way out and would wait out the whole grace period (issue 14.1)."""
+    if node_dead():
+        say("ray's processes already got the signal; skipping serve shutdown")
+        return True
+    finished = bounded(shutdown, grace_s, abort=node_dead)
+    if ray_node_dead(0.0 if finished else 1.0):
+        say("ray's processes got the signal too (process group); finishing our own cleanup")
+        return True
+    if not finished:
+        say(f"serve shutdown exceeded the {grace_s:.0f}s grace period; stopping ray")
     return False
 
 
 def kill_ray_processes() -> None:
-    """What is left of the Ray we started once its GCS is gone (what ray.shutdown would do)."""
+    """What is left of the Ray we started once it is going down (what ray.shutdown would do):
+    the processes the driver started, then what the raylet started. Ray 2.60 runs each worker in
+    a process group of its own, so a group SIGTERM misses the Serve controller, the replicas and
+    the HAProxy that Serve's HAProxyManager runs; they are found as the raylet's descendants."""
+    import psutil
+
     node = _own_node()
-    if node is not None:
-        with contextlib.suppress(Exception):
-            node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+    if node is None:
+        return
+    spawned: list[psutil.Process] = []
+    with contextlib.suppress(Exception):  # private API, as above
+        for _kind, proc in node.live_processes():
+            with contextlib.suppress(psutil.Error):
+                spawned += psutil.Process(proc.pid).children(recursive=True)
+    with contextlib.suppress(Exception):
+        node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+    for child in spawned:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(spawned, timeout=5)
 
 
-def bounded(fn: Callable[[], None], timeout_s: float) -> bool:
-    """Run `fn` for at most `timeout_s` (a daemon thread); False if it did not return in time."""
+def bounded(
+    fn: Callable[[], None], timeout_s: float, abort: Callable[[], bool] | None = None
+) -> bool:
+    """Run `fn` for at most `timeout_s` (a daemon thread), or until `abort()` answers True
+    (polled every 0.1 s); False if it did not return in time."""
     done = threading.Event()
 
     def run() -> None:
@@ -111,4 +167,8 @@ def bounded(fn: Callable[[], None], timeout_s: float) -> bool:
             done.set()
 
     threading.Thread(target=run, name="slm-stop", daemon=True).start()
-    return done.wait(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or (abort is not None and abort()):
+            return False
+    return True
