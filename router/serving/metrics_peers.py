@@ -52,11 +52,12 @@ class PeerMetrics(Collector):
         interval_s: float = 5.0,
         stale_s: float = 30.0,
     ) -> None:
-        import redis
+        from router.finance.redis_server import make_sync_client
 
         self.own, self.replica, self.key = own, replica, key
         self.interval_s, self.stale_s = interval_s, stale_s
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0)
+        # make_sync_client: a RedisCluster where the URL says cluster=true (docs/DEPLOY.md)
+        self._client = make_sync_client(redis_url)
         self._peers: list[Metric] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
