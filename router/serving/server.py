@@ -111,19 +111,19 @@ def wait_ready(url: str, timeout_s: float = 120, poll_s: float = 0.5) -> None:
 def stop_gateway() -> None:
     import ray
 
-    from router.serving.signals import bounded, kill_ray_processes, ray_node_dead
+    from router.serving.dataplane import drain
+    from router.serving.signals import kill_ray_processes, stop_serve
 
-    dead = ray_node_dead()
+    dead = False
     try:
         # Serve drains in-flight requests (replicas' graceful shutdown), bounded by the grace
-        # period; skipped when a group SIGTERM already took Ray's own processes (issue 14.1).
-        if dead:
-            _say("ray's processes already got the signal; skipping serve shutdown")
-        elif not bounded(_stop_serve, _grace_s()):
-            _say(f"serve shutdown exceeded the {_grace_s():.0f}s grace period; stopping ray")
+        # period, and given up once a group SIGTERM takes Ray's own processes (issue 14.1).
+        dead = stop_serve(_stop_serve, _grace_s(), _say)
     finally:
         session_dir = _RECORD[0].session_dir if _RECORD else None
         if dead:  # ray.shutdown would wait on the dead GCS; the caller exits without atexit
+            for run_dir in _DATAPLANE_DIRS:  # HAProxy lets in-flight answers finish first
+                drain(run_dir, _grace_s())
             kill_ray_processes()
             _DEAD_RAY.append(True)
         elif ray.is_initialized():
