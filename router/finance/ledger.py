@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.finance.keyspace import KeySpace
+from router.finance.ledger_lua import WRITE_LUA
 from router.finance.ledger_types import METRICS, CostRecord, TotalsRow, day_score, parse_dims
 from router.finance.redis_server import make_client
 from router.finance.spool import Spool, read_spool
@@ -53,44 +54,6 @@ SEP = "\x1f"
 DEFAULT_RETENTION_S = 400 * 24 * 3600
 REPLAY_BATCH = 200
 CLUSTER_SCRIPTS = 32  # concurrent ledger scripts per batch on a cluster
-
-_WRITE_LUA = """
--- KEYS: 1 guard, 2 agg, 3 top, 4 latency list, 5 latency experts, 6 days (mode 'r' only).
--- Mode 'r' (one Redis): the guard is the record itself, written here with the day index.
--- Mode 's' (cluster): the guard is a marker in the team's slot; the record is written outside.
-local mode, ttl = ARGV[1], tonumber(ARGV[2])
-if mode == 'r' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-elseif not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ttl) then
-  return 0
-end
-local cell = ARGV[3]
-local top_cap = tonumber(ARGV[6])
-local lat_cap = tonumber(ARGV[7])
-local n = tonumber(ARGV[8])
-local t = 9 + 2 * n
-local request_id, cost, latency, expert = ARGV[t], ARGV[t + 1], ARGV[t + 2], ARGV[t + 3]
-if mode == 'r' then
-  redis.call('HSET', KEYS[1], unpack(ARGV, t + 4))
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('ZADD', KEYS[6], tonumber(ARGV[4]), ARGV[5])
-end
-for i = 0, n - 1 do
-  local v = tonumber(ARGV[10 + 2 * i])
-  if v ~= 0 then redis.call('HINCRBY', KEYS[2], cell .. ARGV[9 + 2 * i], v) end
-end
-redis.call('ZADD', KEYS[3], tonumber(cost), request_id)
-if redis.call('ZCARD', KEYS[3]) > top_cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(top_cap + 1))
-end
-redis.call('EXPIRE', KEYS[3], ttl)
-redis.call('LPUSH', KEYS[4], latency)
-redis.call('LTRIM', KEYS[4], 0, lat_cap - 1)
-redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('SADD', KEYS[5], expert)
-redis.call('EXPIRE', KEYS[5], ttl)
-return 1
-"""
 
 
 def _clean(name: str) -> str:
@@ -129,7 +92,7 @@ class Ledger:
         self.max_pending = max_pending
         self.batch_size = batch_size
         self.replayed = 0
-        self._script = self.redis.register_script(_WRITE_LUA)
+        self._script = self.redis.register_script(WRITE_LUA)
         self._queue: asyncio.Queue[CostRecord] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._replay_lock = asyncio.Lock()
