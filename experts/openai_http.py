@@ -4,7 +4,8 @@ litellm is the general path (any provider); this one trades that generality for 
 overhead: one pooled httpx.AsyncClient, no per-call provider resolution or logging callbacks.
 Chosen per expert with `client: httpx` in the YAML, or by `client: auto` (the default) for a
 model litellm's table does not list (experts/registry.py:remote_client); only with an
-`api_base`. It never imports litellm, so what it can do is not looked up in litellm's table: an
+`api_base`. It never calls litellm (`client: httpx` never imports it either; `auto` imports it
+once at start-up to read its model table), so what it can do is not looked up there: an
 OpenAI-compatible server is assumed to take tools, response_format and logprobs (the upstream
 answers an error, never a silent downgrade, where it does not); vision is off unless the YAML
 says so.

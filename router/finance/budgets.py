@@ -180,6 +180,11 @@ def period_ids(now: float | None = None) -> tuple[str, str]:
     return d.strftime("%Y-%m-%d"), d.strftime("%Y-%m")
 
 
+def _spend_keys(spend_key: str) -> list[str]:
+    """A period's spend hash and, beside it, its reservations (:res) and their expiries (:exp)."""
+    return [spend_key, spend_key + ":res", spend_key + ":exp"]
+
+
 class Limiter:
     def __init__(
         self,
@@ -204,8 +209,7 @@ class Limiter:
         s, team = self.space, key.team
         day, month = s.spend(team, day_id), s.spend(team, month_id)
         window_key = s.rate(team, key.key_id)
-        keys = [s.team_config(team), day, day + ":res", day + ":exp"]
-        keys += [month, month + ":res", month + ":exp", window_key]
+        keys = [s.team_config(team), *_spend_keys(day), *_spend_keys(month), window_key]
         try:
             reply = await self._admit(
                 keys=keys,
@@ -264,12 +268,9 @@ class Limiter:
         if not res.budget_key:
             return False
         try:
-            bk = res.budget_key
             done = await self._settle(
                 keys=[
-                    bk,
-                    bk + ":res",
-                    bk + ":exp",
+                    *_spend_keys(res.budget_key),
                     res.window_key,
                     self.space.settled(res.team, res.id),
                 ],

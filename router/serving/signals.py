@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -84,21 +83,14 @@ def node_dead() -> bool:
     node = _own_node()
     if node is None:
         return False
+    from router.serving.gateway_file import reachable
+
     vital = ("gcs_server", "raylet")  # ray_constants.PROCESS_TYPE_*
     with contextlib.suppress(Exception):
         if any(kind in vital for kind, _proc in node.dead_processes()):
             return True
-        return not _accepts(str(node.gcs_address))
+        return not reachable(str(node.gcs_address), timeout_s=0.5)
     return False
-
-
-def _accepts(address: str, timeout_s: float = 0.5) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def ray_node_dead(wait_s: float = 1.0) -> bool:

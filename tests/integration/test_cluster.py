@@ -74,6 +74,24 @@ class Cluster:
         self.procs.append(p)
         return p
 
+    def start_head(self) -> subprocess.Popen[bytes]:
+        """The head on loopback, every port free-picked (two clusters on one host never clash)."""
+        port, dash = free_port(), free_port()
+        self.gcs, self.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+        return self.start(
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            f"--temp-dir={self.tmp}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        )
+
     def worker(self) -> subprocess.Popen[bytes]:
         return self.start(
             f"--address={self.gcs}",
@@ -139,21 +157,7 @@ def cluster() -> Iterator[Cluster]:
     )
     env.pop("RAY_ADDRESS", None)
     c = Cluster(env, tmp)
-    port, dash = free_port(), free_port()
-    c.gcs, c.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-    c.start(
-        "--head",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        f"--temp-dir={tmp}",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-    )
+    c.start_head()
     try:
         _wait(lambda: _up(c.dashboard), 60, "head dashboard")
         yield c

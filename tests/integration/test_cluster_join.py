@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 from tests.integration.conftest import free_port
-from tests.integration.test_cluster import Cluster
+from tests.integration.test_cli_process import _session_left, _wait_empty
+from tests.integration.test_cluster import Cluster, _up, _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,22 +54,6 @@ serve.run(other.bind(), name="other", route_prefix="/other")
 """
 
 
-def _wait(cond: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not within {timeout_s}s")
-
-
-def _answers(url: str) -> bool:
-    try:  # any status: with token auth on the dashboard says 401 to a request without it
-        return httpx.get(url, timeout=2, trust_env=False).status_code > 0
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def head() -> Iterator[tuple[Cluster, int]]:
     """A one-node cluster with token auth, and the Serve HTTP port its other app listens on."""
@@ -80,23 +65,10 @@ def head() -> Iterator[tuple[Cluster, int]]:
         RAY_USAGE_STATS_ENABLED="0",
     )
     c = Cluster(env, tmp)
-    port, dash, http = free_port(), free_port(), free_port()
-    c.gcs, c.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-    c.start(
-        "--head",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        f"--temp-dir={tmp}",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-    )
+    http = free_port()
+    c.start_head()
     try:
-        _wait(lambda: _answers(f"{c.dashboard}/api/version"), 60, "head dashboard")
+        _wait(lambda: _up(c.dashboard), 60, "head dashboard")
         c.run(str(sys.executable), "-c", OTHER_APP, c.gcs, str(http), timeout=120)
         _wait(lambda: _other_answers(http), 60, "the other app")
         yield c, http
@@ -115,24 +87,6 @@ def _other_answers(http: int) -> bool:
 def _serve_apps(c: Cluster) -> set[str]:
     out = c.run(str(BIN / "serve"), "status", "-a", c.dashboard)
     return set((yaml.safe_load(out) or {}).get("applications") or {})
-
-
-def _session(sid: int) -> list[str]:
-    left = []
-    for p in psutil.process_iter(["pid", "name", "cmdline"]):
-        try:
-            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{p.pid} {' '.join(p.info['cmdline'] or [p.info['name']])[:120]}")
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return left
-
-
-def _wait_empty(sid: int, timeout_s: float) -> list[str]:
-    deadline = time.monotonic() + timeout_s
-    while (left := _session(sid)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return left
 
 
 def _start_cli(c: Cluster, http: int, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -192,7 +146,7 @@ def test_serve_joins_cluster_and_leaves_it_running(
         assert info["ray_address"] == c.gcs, info
         assert info["session_dir"] is None, info  # no session folder of its own to remove
         assert f"ray at {c.gcs}" in text, text[-4000:]
-        own = [p for p in _session(proc.pid) if "gcs_server" in p or "raylet" in p]
+        own = [p for p in _session_left(proc.pid) if "gcs_server" in p or "raylet" in p]
         assert own == [], own
         assert info["redis_pid"] and psutil.pid_exists(info["redis_pid"]), info
         assert {"slm-router", "other"} <= _serve_apps(c)
@@ -219,5 +173,5 @@ def test_serve_joins_cluster_and_leaves_it_running(
     finally:
         if proc.poll() is None:
             proc.kill()
-        for line in _session(proc.pid):  # only when the test already failed
+        for line in _session_left(proc.pid):  # only when the test already failed
             os.kill(int(line.split()[0]), signal.SIGKILL)
