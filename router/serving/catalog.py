@@ -41,6 +41,7 @@ class Catalog:
         self.experts = experts
         self._infos: dict[str, ModelInfo] = {}
         self._failed_at: dict[str, float] = {}
+        self._asking: dict[str, asyncio.Task[ModelInfo]] = {}
         self._features: Mapping[str, frozenset[str]] | None = None
 
     async def info(self, name: str, timeout: float = ASK_TIMEOUT_S) -> ModelInfo | None:
@@ -52,10 +53,27 @@ class Catalog:
             return None
         try:
             async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancel on 3.11
-                info = await self.experts[name].describe()
+                # shield: a caller that gives up does not cancel the ask the others share
+                return await asyncio.shield(self._ask(name))
         except Exception:  # still starting, or unreachable: the spec speaks for it meanwhile
             self._failed_at[name] = time.monotonic()
             return None
+
+    def _ask(self, name: str) -> asyncio.Task[ModelInfo]:
+        """One describe() in flight per expert, shared by every caller. A burst of first requests
+        used to send one each: on a starved CPU they queued up on an idle expert and its
+        autoscaler counted them as load (seen scaling an unused expert in CI)."""
+        task = self._asking.get(name)
+        if task is None:
+            task = asyncio.ensure_future(self._describe(name))
+            self._asking[name] = task
+            task.add_done_callback(lambda _t: self._asking.pop(name, None))
+        return task
+
+    async def _describe(self, name: str) -> ModelInfo:
+        # Bounded on its own, so a describe() that never returns is asked again later.
+        async with asyncio.timeout(ASK_TIMEOUT_S):
+            info = await self.experts[name].describe()
         self._infos[name] = info
         return info
 
