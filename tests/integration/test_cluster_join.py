@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import free_port
-from tests.integration.test_cli_process import _session_left, _wait_empty
+from tests.integration.test_cli_process import _session_left, _wait_empty, _wait_ready
 from tests.integration.test_cluster import Cluster, _up, _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -102,19 +102,6 @@ def _start_cli(c: Cluster, http: int, tmp: Path) -> tuple[subprocess.Popen[bytes
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     return proc, log
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-4000:]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("gateway never ready:\n" + log.read_text()[-4000:])
 
 
 def _chat(url: str) -> tuple[str, str]:
